@@ -1,0 +1,352 @@
+"""Validated run configuration: preset TOML → pydantic model → ``--set`` overrides → resolved copy.
+
+Presets ship inside the package (``moireu/presets/*.toml``) and are only ever read. A run stores
+its fully resolved configuration (every default filled in) next to its results, together with the
+package version and git commit (:func:`save_resolved`).
+
+Each stage owns one section: ``lattice``, ``hf``, ``stm``, ``dataset``, ``train``, ``analysis``.
+A single top-level ``seed`` drives every random choice; sections derive their own seeds from it.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moireu.constants import A_CC, D_INTERLAYER, EPS_DEFAULT, GATE_DISTANCE
+from moireu.errors import InputError
+from moireu.provenance import provenance, write_json_atomic, write_text_atomic
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _mesh(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 2 or min(v) < 1:
+        raise ValueError(f"k-mesh must be one or two positive integers, got {v!r}")
+    return v  # type: ignore[return-value]
+
+
+class LatticeConfig(_Section):
+    """Commensurate TBG (index i) with Slater–Koster pz hoppings."""
+
+    index: int = Field(9, ge=1, le=40, description="commensurate index i (θ from cos θ = (3i²+3i+1/2)/(3i²+3i+1))")
+    interlayer_distance: float = Field(D_INTERLAYER, gt=0.0, description="interlayer distance d (Å): the pressure knob")
+    cutoff: float = Field(6.0, description="hopping cutoff radius (Å), > a_cc")
+    band_points: int = Field(90, ge=4, description="k-points along K–Γ–M–K for band plots")
+    dos_kmesh: int = Field(6, ge=1, description="Monkhorst–Pack n×n mesh for the DOS")
+    dos_eta: float = Field(0.002, gt=0.0, description="DOS Gaussian broadening (eV)")
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff(cls, v: float) -> float:
+        if not v > A_CC:
+            raise ValueError(f"must exceed the carbon–carbon distance a_cc = {A_CC} Å, got {v}")
+        return v
+
+
+class HFConfig(_Section):
+    """Hartree–Fock with on-site Hubbard U and gate-screened long-range Coulomb."""
+
+    U: float = Field(0.0, ge=0.0, le=20.0, description="on-site Hubbard U (eV)")
+    eps: float = Field(EPS_DEFAULT, gt=0.0, description="relative permittivity ε")
+    gate_distance: float = Field(GATE_DISTANCE, gt=0.0, description="gate-to-gate distance ξ (Å)")
+    long_range: bool = Field(True, description="include the screened long-range Coulomb (Hartree + Fock)")
+    fock_range: float = Field(5.0, ge=0.0, description="real-space range of the Fock term (Å)")
+    filling: float = Field(0.0, ge=-4.0, le=4.0, description="ν, electrons per moiré cell from neutrality")
+    kT: float = Field(0.001, gt=0.0, description="temperature k_B T (eV)")
+    kmesh: tuple[int, int] = Field((2, 2), description="Monkhorst–Pack mesh (time-reversal reduced)")
+    init: Literal["paramagnetic", "afm", "ferro", "random"] = "afm"
+    init_amplitude: float = Field(0.1, ge=0.0, le=0.5, description="initial moment per site")
+    mixer: Literal["anderson", "broyden", "linear"] = "anderson"
+    mixing_weight: float = Field(0.3, gt=0.0, le=1.0)
+    mixing_history: int = Field(8, ge=1)
+    tol: float = Field(1e-6, gt=0.0, description="density-matrix residual tolerance")
+    energy_tol: float = Field(1e-7, gt=0.0, description="total-energy change tolerance (eV)")
+    max_iter: int = Field(300, ge=1)
+    backend: Literal["scipy", "torch"] = "scipy"
+
+    _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
+
+
+class STMConfig(_Section):
+    """LDOS, real-space maps and FT-LDOS images."""
+
+    biases: tuple[float, ...] = Field((0.0,), description="bias offsets from E_F (eV)")
+    eta: float = Field(0.004, gt=0.0, description="LDOS broadening (eV)")
+    broadening: Literal["lorentzian", "gaussian"] = "lorentzian"
+    kmesh: tuple[int, int] = Field((4, 4), description="k-mesh for the LDOS (denser than the SCF mesh is fine)")
+    patch_cells: int = Field(6, ge=1, description="patch of P×P moiré cells")
+    tip_height: float = Field(3.0, gt=0.0, description="tip height for the rendered map (Å)")
+    map_pixels: int = Field(256, ge=8, description="rendered real-space map size")
+    n_pixels: int = Field(256, ge=8, description="FT-LDOS image size N×N")
+    window_scale: float = Field(1.1, gt=0.0, description="k window: scale × (2π/a, 4π/(√3 a))")
+    subtract_mean: bool = True
+    log_scale: bool = False
+    normalize: Literal["zscore", "minmax", "none"] = "zscore"
+
+    _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
+
+
+class DatasetConfig(_Section):
+    """U grid × variations swept on dask."""
+
+    U_values: tuple[float, ...] = Field(tuple(0.5 * i for i in range(13)), description="training U grid (eV)")
+    fillings: tuple[float, ...] = (0.0,)
+    biases: tuple[float, ...] = (0.0,)
+    n_offsets: int = Field(4, ge=1, description="random patch offsets per (U, ν, bias)")
+    rotations_deg: tuple[float, ...] = (0.0,)
+    heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
+    workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
+    retry: bool = True
+
+    @field_validator("U_values")
+    @classmethod
+    def _grid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if len(v) == 0:
+            raise ValueError("the U grid is empty")
+        if len(set(v)) != len(v):
+            dup = sorted({x for x in v if v.count(x) > 1})
+            raise ValueError(f"duplicate U values {dup}")
+        if min(v) < 0:
+            raise ValueError(f"U must be ≥ 0, got {min(v)}")
+        return tuple(sorted(v))
+
+
+class TrainConfig(_Section):
+    """Regressor training."""
+
+    model: Literal["fc", "cnn", "resnet18"] = "cnn"
+    recipe: Literal["ours", "paper"] = "ours"
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    patience: int = Field(10, ge=1)
+    grad_clip: float = Field(1.0, gt=0.0)
+    augment: Literal["clean", "mild", "symb", "noisy"] = "mild"
+    ensemble: int = Field(1, ge=1, description="deep-ensemble members")
+    retrain_full: bool = False
+    input_size: int = Field(0, ge=0, description="resize images to this size for training (0 = as stored)")
+    val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    coverage: float = Field(0.9, gt=0.0, lt=1.0)
+
+
+class AnalysisConfig(_Section):
+    """Analyses and report."""
+
+    pca_components: int = Field(3, ge=1)
+    ridge_alpha: float = Field(1.0, gt=0.0)
+    t_hopping: float = Field(2.7, gt=0.0, description="t for U/t (eV)")
+
+
+class MoireuConfig(BaseModel):
+    """The whole resolved configuration of a run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = "custom"
+    seed: int = Field(0, ge=0, description="drives every random choice")
+    lattice: LatticeConfig = LatticeConfig()
+    hf: HFConfig = HFConfig()
+    stm: STMConfig = STMConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    train: TrainConfig = TrainConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+
+    @model_validator(mode="after")
+    def _consistency(self) -> "MoireuConfig":
+        if self.dataset.heldout and max(self.dataset.U_values) <= min(self.dataset.U_values):
+            raise ValueError("held-out U needs a U grid with a range")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.to_dict())
+
+    def fingerprint(self, *sections: str) -> str:
+        """Stable hash of the given sections (all when none): identifies compatible stores/runs."""
+        import hashlib
+
+        d = self.to_dict()
+        keep = {k: d[k] for k in (sections or d.keys()) if k in d}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------
+# presets, files, overrides
+
+
+def available_presets() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("moireu.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    """The raw contents of a shipped preset (read-only)."""
+    names = available_presets()
+    if name not in names:
+        raise InputError(f"unknown preset {name!r}; available presets: {', '.join(names)}")
+    text = resources.files("moireu.presets").joinpath(f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {str(path)!r} does not exist")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _deep_update(base: dict[str, Any], upd: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _allowed_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def apply_override(d: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one ``section.key=value`` override (value parsed as TOML, else a string)."""
+    if "=" not in assignment:
+        raise InputError(f"--set expects key=value, got {assignment!r}")
+    key, _, raw = assignment.partition("=")
+    parts = key.strip().split(".")
+    model: type[BaseModel] = MoireuConfig
+    for depth, p in enumerate(parts):
+        fields = model.model_fields
+        if p not in fields:
+            where = ".".join(parts[:depth]) or "the top level"
+            raise InputError(f"unknown config key {key.strip()!r}: {p!r} is not in {where}; "
+                             f"allowed: {', '.join(_allowed_keys(model))}")
+        ann = fields[p].annotation
+        if depth < len(parts) - 1:
+            if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                raise InputError(f"unknown config key {key.strip()!r}: {p!r} has no sub-keys")
+            model = ann
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            raise InputError(f"config key {key.strip()!r} is a section; set one of its keys: "
+                             f"{', '.join(_allowed_keys(ann))}")
+    nested: dict[str, Any] = {}
+    cur = nested
+    for p in parts[:-1]:
+        cur = cur.setdefault(p, {})
+    cur[parts[-1]] = _parse_value(raw.strip())
+    return _deep_update(d, nested)
+
+
+def _format_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = MoireuConfig
+            for p in err["loc"][:-1]:
+                ann = parent.model_fields.get(str(p))
+                parent = ann.annotation if ann is not None else parent  # type: ignore[assignment]
+            allowed = ", ".join(_allowed_keys(parent)) if isinstance(parent, type) else ""
+            lines.append(f"unknown config key {loc!r}; allowed: {allowed}")
+        else:
+            val = err.get("input")
+            msg = err["msg"]
+            lines.append(f"invalid value {val!r} for {loc!r}: {msg}")
+    return "; ".join(lines)
+
+
+def build_config(raw: dict[str, Any]) -> MoireuConfig:
+    """Validate a raw dict; errors become :class:`InputError` naming key, value and what is allowed."""
+    try:
+        return MoireuConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(_format_validation_error(exc, raw)) from None
+
+
+def load_config(preset: str | None = "demo", config_file: str | Path | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> MoireuConfig:
+    """preset (optional) → config file (optional, deep-merged) → ``key=value`` overrides → validated."""
+    raw: dict[str, Any] = {}
+    if preset:
+        raw = preset_dict(preset)
+        raw.setdefault("preset", preset)
+    if config_file:
+        raw = _deep_update(raw, read_toml(config_file))
+    for o in overrides:
+        raw = apply_override(raw, o)
+    return build_config(raw)
+
+
+def save_resolved(cfg: MoireuConfig, run_dir: str | Path, extra: dict[str, Any] | None = None) -> None:
+    """Write ``config.toml`` (resolved) and ``provenance.json`` into ``run_dir`` atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+    prov = provenance() | {"config_fingerprint": cfg.fingerprint()} | (extra or {})
+    write_json_atomic(run_dir / "provenance.json", prov)
+
+
+def config_from_json(text: str) -> MoireuConfig:
+    """Rebuild a config stored as JSON (e.g. in a store's attributes)."""
+    return build_config(json.loads(text))
+
+
+# ------------------------------------------------------------------------------------------------
+# minimal TOML writer (nested tables of scalars and arrays: all our config holds)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if v is None:
+        raise ValueError("TOML has no null")
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dumps_toml(d: dict[str, Any], _prefix: str = "") -> str:
+    scalars = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
+    out = []
+    if scalars:
+        if _prefix:
+            out.append(f"[{_prefix}]")
+        out.extend(scalars)
+        out.append("")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.append(dumps_toml(v, f"{_prefix}.{k}" if _prefix else k))
+    return "\n".join(out)

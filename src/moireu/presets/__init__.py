@@ -1,0 +1,1 @@
+"""Shipped presets (TOML). Read-only: nothing writes here at run time."""
