@@ -1,0 +1,205 @@
+"""What a dataset build computes: solve points, image variations and warm-start chains.
+
+A build is fully described by the resolved configuration. It consists of
+
+* **solve points** ``(split, U, ν)``: one Hartree–Fock solve each. ``split`` is ``"grid"`` for
+  every ``U`` in ``dataset.U_values`` and ``"heldout"`` for ``dataset.heldout`` random fractional
+  values drawn uniformly in ``(min U, max U)`` from the dataset seed;
+* **image specs** per solve point: every bias offset in ``dataset.biases`` times every patch
+  variation. A variation ``v`` is a fractional patch offset ``(f₁, f₂) ∈ [0, 1)²`` (in units of the
+  moiré vectors t₁, t₂) drawn from the dataset seed, combined with a rotation from
+  ``dataset.rotations_deg``; the same variation table is used for every ``(U, ν)``, so that the
+  label ``U`` is the only thing that changes between images with the same ``(bias, variation)``.
+
+So the number of images is ``n_points × len(biases) × n_offsets × len(rotations_deg)``.
+
+Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
+``n_chains`` contiguous runs. Within a run each solve starts from its predecessor's density matrix,
+so a sweep never starts from scratch at every point, while the runs proceed in parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from moireu.config import MoireuConfig
+from moireu.errors import InputError
+
+SPLITS = ("grid", "heldout")
+_U_DECIMALS = 6  # U is rounded to 1 µeV so that keys and store coordinates are exact
+
+
+@dataclass(frozen=True, order=True)
+class SolvePoint:
+    """One Hartree–Fock solve: ``split`` ∈ {grid, heldout}, ``U`` (eV), ``filling`` ν."""
+
+    split: str
+    U: float
+    filling: float
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identifier, unique within a build."""
+        return f"{self.split}_U{self.U:.6f}_nu{self.filling:+.4f}"
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+
+
+@dataclass(frozen=True)
+class Variation:
+    """A patch variation: fractional offset (``f1``, ``f2``) of the patch origin and a rotation (deg)."""
+
+    id: int
+    f1: float
+    f2: float
+    rotation_deg: float
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One image of a solve point: bias offset from E_F (eV) and a patch variation."""
+
+    bias: float
+    variation: Variation
+
+
+@dataclass
+class Plan:
+    """Every solve point, the image specs shared by all points and the warm-start chains."""
+
+    points: list[SolvePoint]
+    specs: list[ImageSpec]
+    chains: list[list[SolvePoint]] = field(default_factory=list)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.points) * len(self.specs)
+
+    def predecessor(self) -> dict[SolvePoint, SolvePoint | None]:
+        """The point each solve warm-starts from (``None`` at the head of a chain)."""
+        out: dict[SolvePoint, SolvePoint | None] = {}
+        for chain in self.chains:
+            prev = None
+            for p in chain:
+                out[p] = prev
+                prev = p
+        return out
+
+
+def dataset_seed(cfg: MoireuConfig) -> int:
+    """The seed of every random choice of the dataset stage (``dataset.seed``, else the top-level seed)."""
+    s = getattr(cfg.dataset, "seed", None)
+    return int(cfg.seed if s is None else s)
+
+
+def heldout_values(cfg: MoireuConfig, n: int | None = None) -> np.ndarray:
+    """``n`` (default ``dataset.heldout``) held-out U values, uniform in ``(min U, max U)``.
+
+    Drawn from ``numpy.random.default_rng(SeedSequence([seed, 5, 1]))``: the first ``n`` values do
+    not depend on ``n``, so raising ``heldout`` later (``--append``) keeps the earlier values. Values
+    that coincide with a grid value after rounding to 1 µeV are redrawn (measure zero in practice).
+    """
+    n = cfg.dataset.heldout if n is None else n
+    if n < 0:
+        raise InputError(f"the number of held-out U values must be ≥ 0, got {n}")
+    if n == 0:
+        return np.zeros(0)
+    grid = np.asarray(cfg.dataset.U_values, float)
+    lo, hi = float(grid.min()), float(grid.max())
+    if not hi > lo:
+        raise InputError(f"held-out U needs a U grid with a range, got U_values = {list(grid)}")
+    rng = np.random.default_rng(np.random.SeedSequence([dataset_seed(cfg), 5, 1]))
+    taken = set(np.round(grid, _U_DECIMALS).tolist())
+    out: list[float] = []
+    while len(out) < n:
+        u = round(float(rng.uniform(lo, hi)), _U_DECIMALS)
+        if lo < u < hi and u not in taken:
+            taken.add(u)
+            out.append(u)
+    return np.asarray(out)
+
+
+def variations(cfg: MoireuConfig) -> list[Variation]:
+    """The patch-variation table: ``n_offsets`` seeded fractional offsets × ``rotations_deg``.
+
+    Variation 0 is the unshifted patch ``(0, 0)``; the others are uniform in ``[0, 1)²`` from
+    ``default_rng(SeedSequence([seed, 5, 2]))``.
+    """
+    d = cfg.dataset
+    rng = np.random.default_rng(np.random.SeedSequence([dataset_seed(cfg), 5, 2]))
+    frac = rng.uniform(0.0, 1.0, size=(d.n_offsets, 2))
+    frac[0] = 0.0
+    out = []
+    for rot in d.rotations_deg:
+        for f1, f2 in frac:
+            out.append(Variation(len(out), float(f1), float(f2), float(rot)))
+    return out
+
+
+def _check(cfg: MoireuConfig) -> None:
+    d = cfg.dataset
+    if len(d.U_values) == 0:
+        raise InputError("dataset.U_values is empty: give at least one U (eV)")
+    rounded = [round(float(u), _U_DECIMALS) for u in d.U_values]
+    if len(set(rounded)) != len(rounded):
+        dup = sorted({u for u in rounded if rounded.count(u) > 1})
+        raise InputError(f"dataset.U_values has duplicate values {dup}; each U must appear once")
+    if len(d.fillings) == 0 or len(set(d.fillings)) != len(d.fillings):
+        raise InputError(f"dataset.fillings must be non-empty and without duplicates, got {list(d.fillings)}")
+    if len(d.biases) == 0 or len(set(d.biases)) != len(d.biases):
+        raise InputError(f"dataset.biases must be non-empty and without duplicates, got {list(d.biases)}")
+    if len(d.rotations_deg) == 0 or len(set(d.rotations_deg)) != len(d.rotations_deg):
+        raise InputError(f"dataset.rotations_deg must be non-empty and without duplicates, "
+                         f"got {list(d.rotations_deg)}")
+
+
+def make_plan(cfg: MoireuConfig, n_chains: int = 1) -> Plan:
+    """Build the plan of ``cfg`` with warm-start chains cut for ``n_chains`` parallel workers.
+
+    Parameters
+    ----------
+    cfg : MoireuConfig
+        Resolved configuration (``dataset`` section drives the plan).
+    n_chains : int
+        Contiguous warm-start runs per filling (typically the number of workers).
+    """
+    _check(cfg)
+    d = cfg.dataset
+    grid = [round(float(u), _U_DECIMALS) for u in sorted(d.U_values)]
+    held = heldout_values(cfg).tolist()
+    points: list[SolvePoint] = []
+    for nu in d.fillings:
+        points += [SolvePoint("grid", u, float(nu)) for u in grid]
+        points += [SolvePoint("heldout", float(u), float(nu)) for u in sorted(held)]
+    specs = [ImageSpec(float(b), v) for b in d.biases for v in variations(cfg)]
+    plan = Plan(points=points, specs=specs)
+    plan.chains = make_chains(points, n_chains)
+    return plan
+
+
+def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolvePoint]]:
+    """Per filling, sort all points by U and cut them into ``n_chains`` contiguous runs.
+
+    Runs have lengths differing by at most one; each run is ordered by increasing U.
+    """
+    n_chains = max(1, int(n_chains))
+    by_nu: dict[float, list[SolvePoint]] = {}
+    for p in points:
+        by_nu.setdefault(p.filling, []).append(p)
+    chains: list[list[SolvePoint]] = []
+    for nu in sorted(by_nu):
+        pts = sorted(by_nu[nu], key=lambda p: (p.U, p.split))
+        k = min(n_chains, len(pts))
+        # np.array_split semantics: first (len % k) runs one longer
+        q, r = divmod(len(pts), k)
+        start = 0
+        for i in range(k):
+            n = q + (1 if i < r else 0)
+            chains.append(pts[start:start + n])
+            start += n
+    return chains

@@ -1,0 +1,241 @@
+"""Per-point compute of a dataset build: one HF solve, then the FT-LDOS images of that solution.
+
+The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two methods,
+
+``solve(cfg, point, warm, hf_overrides, out) -> dict``
+    run one Hartree–Fock solve for ``point`` (warm-starting from the result file ``warm`` when
+    given), write the result to the path ``out`` and return its summary (keys in
+    :data:`SUMMARY_KEYS`);
+``render(cfg, point, result, specs) -> Rendered``
+    load the result file and return the images of ``specs``.
+
+:class:`PhysicsBackend` implements them with :mod:`moireu.hf` and :mod:`moireu.stm`; tests inject
+cheap backends with the same two methods to exercise scheduling, crash safety and the store.
+Backends are pickled to dask workers, so they must be importable (or pickled by value) there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from moireu.config import MoireuConfig
+from moireu.data.plan import ImageSpec, SolvePoint
+
+#: Keys every backend ``solve`` returns (order parameters are those of the store contract).
+SUMMARY_KEYS = ("converged", "iterations", "seconds", "fermi_level_eV", "max_moment",
+                "staggered_moment", "charge_spread", "total_energy", "gap")
+
+
+@dataclass
+class Rendered:
+    """Images of one solve point, in the order of the ``specs`` they were asked for.
+
+    Attributes
+    ----------
+    images : (n, ny, nx) float32
+    kx, ky : (nx,), (ny,) float64, Å⁻¹
+    offset_x, offset_y : (n,) float64, Å — the Cartesian patch offsets actually used
+    transform : dict — the image transform (window, normalisation, …), JSON-serialisable
+    """
+
+    images: np.ndarray
+    kx: np.ndarray
+    ky: np.ndarray
+    offset_x: np.ndarray
+    offset_y: np.ndarray
+    transform: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """The compute a dataset build needs (see the module docstring)."""
+
+    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
+              hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]: ...
+
+    def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
+               specs: Sequence[ImageSpec]) -> Rendered: ...
+
+
+def retry_overrides(cfg: MoireuConfig) -> dict[str, Any]:
+    """The HF settings of the single retry of a failed or unconverged point.
+
+    Another mixer: plain linear mixing with a small weight (≤ 0.1) when the configured mixer is
+    Anderson/Broyden (robust where quasi-Newton mixing oscillates), Anderson when it was linear;
+    twice the iteration budget; started from the configured initial state, not from a neighbour.
+    """
+    hf = cfg.hf
+    if hf.mixer == "linear":
+        mix = {"mixer": "anderson", "mixing_weight": hf.mixing_weight}
+    else:
+        mix = {"mixer": "linear", "mixing_weight": min(0.1, hf.mixing_weight)}
+    return mix | {"max_iter": 2 * hf.max_iter}
+
+
+def replace_path(tmp: Path, final: Path) -> None:
+    """Atomically move ``tmp`` (file or directory) onto ``final``."""
+    if final.is_dir() and not final.is_symlink():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+# ------------------------------------------------------------------------------------------------
+# the real backend
+
+
+_CACHE: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def single_particle_gap(eigvals: np.ndarray, mu: float) -> float:
+    r"""Gap at the chemical potential on a k-mesh: :math:`\max(0, \min_{E>\mu} E - \max_{E\le\mu} E)` (eV).
+
+    ``eigvals`` holds every band energy on the mesh (any shape, both spins). Zero for a metal;
+    for an insulator the indirect gap resolved by the mesh (an upper bound of the true gap).
+    """
+    e = np.asarray(eigvals, float).ravel()
+    above, below = e[e > mu], e[e <= mu]
+    if above.size == 0 or below.size == 0:
+        return 0.0
+    return float(max(0.0, above.min() - below.max()))
+
+
+class PhysicsBackend:
+    """HF solves with :class:`moireu.hf.HFSystem` and FT-LDOS images with :mod:`moireu.stm`.
+
+    The TBG model and the HF system (Coulomb kernels) are built once per worker process and
+    cached by the fingerprint of the ``lattice`` and ``hf`` sections.
+    """
+
+    def system(self, cfg: MoireuConfig) -> Any:
+        """The (cached) ``HFSystem`` of ``cfg``."""
+        key = cfg.fingerprint("lattice", "hf")
+        with _LOCK:
+            if key not in _CACHE:
+                from moireu.hf import CoulombParams, HFSystem
+                from moireu.lattice import build_tbg
+
+                lat, hf = cfg.lattice, cfg.hf
+                model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance,
+                                  cutoff=lat.cutoff)
+                coulomb = CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
+                                        fock_range=hf.fock_range, long_range=hf.long_range)
+                _CACHE[key] = HFSystem(model, kmesh=hf.kmesh, coulomb=coulomb)
+            return _CACHE[key]
+
+    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
+              hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+        from moireu.hf import HFResult
+
+        system = self.system(cfg)
+        hf = cfg.hf.model_copy(update=hf_overrides)
+        warm_res = HFResult.load(warm) if warm is not None else None
+        t0 = time.perf_counter()
+        res = system.solve(U=point.U, filling=point.filling, kT=hf.kT, init=hf.init, seed=cfg.seed,
+                           tol=hf.tol, max_iter=hf.max_iter, mixer=hf.mixer, warm_start=warm_res,
+                           **_optional_solve_kwargs(system, hf))
+        seconds = time.perf_counter() - t0
+        tmp = out.with_name(f".{out.name}.tmp")
+        if tmp.is_dir():
+            shutil.rmtree(tmp)
+        res.save(tmp)
+        replace_path(tmp, out)
+        summ = dict(res.summary())
+        from moireu.lattice import kmesh as make_kmesh
+
+        kf, w = make_kmesh(system.model, cfg.stm.kmesh, trs=True)
+        eig = _eigenvalues(system, res, kf, w)
+        return {
+            "converged": bool(res.converged),
+            "iterations": int(res.iterations),
+            "seconds": float(summ.get("seconds", seconds)),
+            "fermi_level_eV": float(summ.get("fermi_level_eV", res.fermi_level)),
+            "max_moment": float(summ["max_moment"]),
+            "staggered_moment": float(summ["staggered_moment"]),
+            "charge_spread": float(summ["charge_spread"]),
+            "total_energy": float(res.total_energy),
+            "gap": single_particle_gap(eig, float(res.fermi_level)),
+        }
+
+    def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
+               specs: Sequence[ImageSpec]) -> Rendered:
+        from moireu.hf import HFResult
+        from moireu.stm import FTWindow, ftldos, ldos_at, patch_points
+
+        system = self.system(cfg)
+        model = system.model
+        res = HFResult.load(result)
+        st = cfg.stm
+        biases = sorted({s.bias for s in specs})
+        ldos = np.asarray(ldos_at(system, res, energies=float(res.fermi_level) + np.asarray(biases),
+                                  eta=st.eta, kind=st.broadening, kmesh=st.kmesh))
+        row = {b: i for i, b in enumerate(biases)}
+        window = _window(FTWindow, st.window_scale)
+        cell = np.asarray(model.cell, float)
+        imgs, ox, oy = [], [], []
+        kx = ky = None
+        attrs: dict[str, Any] = {}
+        for s in specs:
+            off = s.variation.f1 * cell[0] + s.variation.f2 * cell[1]
+            xy, w = patch_points(model.positions[:, :2], cell, ldos[row[s.bias]], cells=st.patch_cells,
+                                 offset=(float(off[0]), float(off[1])), rotation_deg=s.variation.rotation_deg)
+            img = ftldos(xy, w, n=st.n_pixels, window=window, subtract_mean=st.subtract_mean,
+                         log=st.log_scale, normalize=st.normalize)
+            imgs.append(np.asarray(img.values, np.float32))
+            ox.append(float(off[0]))
+            oy.append(float(off[1]))
+            if kx is None:
+                kx, ky = np.asarray(img["kx"].values, float), np.asarray(img["ky"].values, float)
+                attrs = {k: _jsonable(v) for k, v in img.attrs.items()}
+        transform = {"kind": "ftldos", "n_pixels": st.n_pixels, "window_scale": st.window_scale,
+                     "subtract_mean": st.subtract_mean, "log": st.log_scale, "normalize": st.normalize,
+                     "eta": st.eta, "broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
+                     "patch_cells": st.patch_cells, "ftldos_attrs": attrs}
+        return Rendered(np.stack(imgs), kx, ky, np.asarray(ox), np.asarray(oy), transform)
+
+
+def _optional_solve_kwargs(system: Any, hf: Any) -> dict[str, Any]:
+    """Mixer weight/history and energy tolerance, passed only if ``HFSystem.solve`` takes them."""
+    import inspect
+
+    params = inspect.signature(system.solve).parameters
+    out = {}
+    for name, value in (("mixing_weight", hf.mixing_weight), ("mixing_history", hf.mixing_history),
+                        ("energy_tol", hf.energy_tol), ("init_amplitude", hf.init_amplitude)):
+        if name in params:
+            out[name] = value
+    return out
+
+
+def _eigenvalues(system: Any, res: Any, k_frac: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """All mean-field band energies on a mesh, both spins (through the HF public API)."""
+    H = np.asarray(system.hamiltonian(res, k_frac))  # (nk, 2, N, N) or (2, N, N) for one k
+    return np.linalg.eigvalsh(H)
+
+
+def _window(FTWindow: Any, scale: float) -> Any:
+    import inspect
+
+    ref = FTWindow.reference
+    if "scale" in inspect.signature(ref).parameters:
+        return ref(scale=scale)
+    return ref()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return str(v)

@@ -1,0 +1,79 @@
+"""Cheap, deterministic compute backends for exercising the dataset orchestration.
+
+``FakeBackend.solve`` writes a small .npz "result" whose moment grows with U like a mean-field
+order parameter, and ``render`` turns it into images that depend on (U, bias, offset, rotation), so
+the tests can check that every image lands at the right sample with the right metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from moireu.data.tasks import Rendered
+
+N_PIX = 8
+
+
+class FakeBackend:
+    def __init__(self, log_dir: str | None = None, solve_seconds: float = 0.0, render_seconds: float = 0.0,
+                 fail_U: tuple[float, ...] = (), unconverged_first: tuple[float, ...] = (),
+                 never_converge: tuple[float, ...] = ()) -> None:
+        self.log_dir = log_dir
+        self.solve_seconds = solve_seconds
+        self.render_seconds = render_seconds
+        self.fail_U = fail_U
+        self.unconverged_first = unconverged_first
+        self.never_converge = never_converge
+
+    def _log(self, what: str, key: str) -> None:
+        if self.log_dir:
+            d = Path(self.log_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{what}__{key}__{uuid.uuid4().hex}").touch()
+
+    def solve(self, cfg, point, warm, hf_overrides, out):
+        self._log("solve", point.key)
+        time.sleep(self.solve_seconds)
+        if any(abs(point.U - u) < 1e-9 for u in self.fail_U):
+            raise RuntimeError(f"synthetic failure at U={point.U}")
+        retry = bool(hf_overrides)
+        converged = not any(abs(point.U - u) < 1e-9 for u in self.never_converge)
+        if not retry and any(abs(point.U - u) < 1e-9 for u in self.unconverged_first):
+            converged = False
+        m = 0.5 * np.tanh(max(point.U - 2.0, 0.0))
+        tmp = out.with_name(f".{out.name}.tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, U=point.U, m=m, warm=warm is not None)
+        os.replace(tmp, out)
+        return {"converged": converged, "iterations": 3 if warm is not None else 10, "seconds": 0.01,
+                "fermi_level_eV": 0.1, "max_moment": m, "staggered_moment": m, "charge_spread": 0.01 * point.U,
+                "total_energy": -point.U, "gap": 2 * m}
+
+    def render(self, cfg, point, result, specs):
+        self._log("render", point.key)
+        time.sleep(self.render_seconds)
+        with np.load(result) as z:
+            m = float(z["m"])
+        k = np.linspace(-1.0, 1.0, N_PIX)
+        kx, ky = np.meshgrid(k, k)
+        imgs, ox, oy = [], [], []
+        for s in specs:
+            v = s.variation
+            img = (point.U + 10 * s.bias + m) * np.exp(-((kx - 0.3 * v.f1) ** 2 + (ky - 0.3 * v.f2) ** 2))
+            imgs.append(np.rot90(img, int(v.rotation_deg // 90)))
+            ox.append(10.0 * v.f1)
+            oy.append(10.0 * v.f2)
+        return Rendered(np.asarray(imgs, np.float32), k, k, np.asarray(ox), np.asarray(oy),
+                        {"kind": "fake", "n_pixels": N_PIX})
+
+
+def calls(log_dir, what: str) -> list[str]:
+    d = Path(log_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.name.split("__")[1] for p in d.iterdir() if p.name.startswith(what + "__"))
