@@ -106,6 +106,7 @@ class DatasetConfig(_Section):
     n_offsets: int = Field(4, ge=1, description="random patch offsets per (U, ν, bias)")
     rotations_deg: tuple[float, ...] = (0.0,)
     heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
+    seed: int | None = Field(None, ge=0, description="seed of held-out U and patch variations (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
     retry: bool = True
 
