@@ -398,6 +398,7 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
     """Write the store from the existing store + the work dir parts; fill failures into ``report``."""
     parts = []
     transform: dict[str, Any] | None = None
+    rendering: dict[str, Any] = {}
     kx = ky = None
     points = set(plan.points)
     if wd.root.is_dir():
@@ -409,7 +410,7 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
             p = SolvePoint(rec["split"], float(rec["U"]), float(rec["filling"]))
             part = wd.load_images(p)
             if kx is None:
-                kx, ky, transform = part["kx"], part["ky"], part["transform"]
+                kx, ky, transform, rendering = part["kx"], part["ky"], part["transform"], part["rendering"]
             elif part["kx"].shape != kx.shape or not np.allclose(part["kx"], kx) or not np.allclose(part["ky"], ky):
                 raise RuntimeError(f"images of {p.key} are on another k grid than the others")
             parts.append((p, rec, part))
@@ -428,7 +429,10 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
                                or not np.allclose(old_ky, ky)):
             raise RuntimeError("new images are on another k grid than the existing store's")
         kx, ky = old_kx, old_ky
+        if transform is not None and transform != st.json_attr(old, "image_transform", transform):
+            raise RuntimeError("new images were made with another image transform than the existing store's")
         transform = st.json_attr(old, "image_transform", transform)
+        rendering = st.json_attr(old, "rendering", rendering)
         history = st.json_attr(old, "history", [])
     # failures and unconverged points (from the work dir records)
     failures = wd.failures() if wd.root.is_dir() else []
@@ -447,6 +451,7 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
                           "failures": len(failures)}]
     attrs = {"config": cfg.to_json(), "moireu_version": prov["moireu_version"], "git_commit": prov["git_commit"],
              "created": prov["created"], "image_transform": json.dumps(transform or {}, sort_keys=True),
+             "rendering": json.dumps(rendering, sort_keys=True),
              "failures": json.dumps(failures), "history": json.dumps(history),
              "n_points": len({(s, u, f) for s, u, f in zip(cols["split"], cols["U"], cols["filling"])})}
     ds = st.dataset_from_columns(cols, kx, ky, attrs)

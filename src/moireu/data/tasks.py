@@ -43,7 +43,9 @@ class Rendered:
     images : (n, ny, nx) float32
     kx, ky : (nx,), (ny,) float64, Å⁻¹
     offset_x, offset_y : (n,) float64, Å — the Cartesian patch offsets actually used
-    transform : dict — the image transform (window, normalisation, …), JSON-serialisable
+    transform : dict — the image transform (``moireu.stm.ImageTransform.to_dict()``): stored as the
+        store's ``image_transform`` attribute, from which user maps are put on the training window
+    info : dict — how the weights were made (LDOS broadening, k-mesh, patch), stored as ``rendering``
     """
 
     images: np.ndarray
@@ -52,6 +54,7 @@ class Rendered:
     offset_x: np.ndarray
     offset_y: np.ndarray
     transform: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -167,38 +170,35 @@ class PhysicsBackend:
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
                specs: Sequence[ImageSpec]) -> Rendered:
         from moireu.hf import HFResult
-        from moireu.stm import FTWindow, ftldos, ldos_at, patch_points
+        from moireu.stm import ImageTransform, ftldos, ldos_at, patch_points
 
         system = self.system(cfg)
         model = system.model
         res = HFResult.load(result)
         st = cfg.stm
         biases = sorted({s.bias for s in specs})
-        ldos = np.asarray(ldos_at(system, res, energies=float(res.fermi_level) + np.asarray(biases),
-                                  eta=st.eta, kind=st.broadening, kmesh=st.kmesh))
+        # unconverged solutions are rendered too: the store flags them (hf_converged = False)
+        ldos = np.asarray(ldos_at(system, res, biases=biases, eta=st.eta, kind=st.broadening,
+                                  kmesh=st.kmesh, allow_unconverged=True))
         row = {b: i for i, b in enumerate(biases)}
-        window = _window(FTWindow, st.window_scale)
         cell = np.asarray(model.cell, float)
+        transform = ImageTransform.from_config(st, moire_period=float(np.linalg.norm(cell[0])))
         imgs, ox, oy = [], [], []
         kx = ky = None
-        attrs: dict[str, Any] = {}
         for s in specs:
             off = s.variation.f1 * cell[0] + s.variation.f2 * cell[1]
             xy, w = patch_points(model.positions[:, :2], cell, ldos[row[s.bias]], cells=st.patch_cells,
                                  offset=(float(off[0]), float(off[1])), rotation_deg=s.variation.rotation_deg)
-            img = ftldos(xy, w, n=st.n_pixels, window=window, subtract_mean=st.subtract_mean,
-                         log=st.log_scale, normalize=st.normalize)
+            img = ftldos(xy, w, transform=transform)
             imgs.append(np.asarray(img.values, np.float32))
             ox.append(float(off[0]))
             oy.append(float(off[1]))
             if kx is None:
                 kx, ky = np.asarray(img["kx"].values, float), np.asarray(img["ky"].values, float)
-                attrs = {k: _jsonable(v) for k, v in img.attrs.items()}
-        transform = {"kind": "ftldos", "n_pixels": st.n_pixels, "window_scale": st.window_scale,
-                     "subtract_mean": st.subtract_mean, "log": st.log_scale, "normalize": st.normalize,
-                     "eta": st.eta, "broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
-                     "patch_cells": st.patch_cells, "ftldos_attrs": attrs}
-        return Rendered(np.stack(imgs), kx, ky, np.asarray(ox), np.asarray(oy), transform)
+        info = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
+                "patch_cells": st.patch_cells, "bias_reference": "E_F of each HF solution",
+                "offsets": "fractional (f1, f2) of the moiré vectors t1, t2, stored in Å"}
+        return Rendered(np.stack(imgs), kx, ky, np.asarray(ox), np.asarray(oy), transform.to_dict(), info)
 
 
 def _optional_solve_kwargs(system: Any, hf: Any) -> dict[str, Any]:
@@ -218,24 +218,3 @@ def _eigenvalues(system: Any, res: Any, k_frac: np.ndarray, weights: np.ndarray)
     """All mean-field band energies on a mesh, both spins (through the HF public API)."""
     H = np.asarray(system.hamiltonian(res, k_frac))  # (nk, 2, N, N) or (2, N, N) for one k
     return np.linalg.eigvalsh(H)
-
-
-def _window(FTWindow: Any, scale: float) -> Any:
-    import inspect
-
-    ref = FTWindow.reference
-    if "scale" in inspect.signature(ref).parameters:
-        return ref(scale=scale)
-    return ref()
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return str(v)

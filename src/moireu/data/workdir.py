@@ -100,7 +100,8 @@ class WorkDir:
                  variation=np.array([s.variation.id for s in specs], np.int32),
                  rotation_deg=np.array([s.variation.rotation_deg for s in specs], float),
                  offset_x=np.asarray(rendered.offset_x, float), offset_y=np.asarray(rendered.offset_y, float),
-                 transform=np.array(json.dumps(rendered.transform, sort_keys=True)))
+                 transform=np.array(json.dumps(rendered.transform, sort_keys=True)),
+                 rendering=np.array(json.dumps(getattr(rendered, "info", {}) or {}, sort_keys=True)))
         write_bytes_atomic(self.images_path(p), buf.getvalue())
         self.failed_path(p, "render").unlink(missing_ok=True)
 
@@ -108,6 +109,7 @@ class WorkDir:
         with np.load(self.images_path(p)) as z:
             out = {k: z[k] for k in z.files}
         out["transform"] = json.loads(str(out["transform"]))
+        out["rendering"] = json.loads(str(out["rendering"])) if "rendering" in out else {}
         return out
 
     # failures ----------------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""``moireu dataset build | info | export-png``: U sweeps on dask into one Zarr store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from moireu.cli.common import ConfigOpt, JsonOpt, PresetOpt, SetOpt, emit_json, info, resolve
+from moireu.errors import InputError
+
+dataset_app = typer.Typer(no_args_is_help=True, help="Build, inspect and export FT-LDOS datasets (Zarr).")
+
+
+@dataset_app.command("build")
+def build(
+    out: Path = typer.Option(..., "--out", "-o", help="the Zarr store to write (e.g. runs/demo/dataset.zarr)"),
+    preset: str = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+    heldout: Optional[int] = typer.Option(None, "--heldout", help="held-out random U values (overrides dataset.heldout)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of held-out U and patch variations (dataset.seed)"),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running dask scheduler "
+                                            "(tcp://host:8786); default: a LocalCluster on this machine"),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w", help="LocalCluster workers (0 = one per core)"),
+    append: bool = typer.Option(False, "--append", help="add U values / fillings / held-out values to a store "
+                                "built with the same physics and image settings"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """One HF solve per (U, ν) on the grid and held-out U, then every image variation of each solution.
+
+    Resumable: rerun the same command after an interruption; finished points are skipped.
+    Exits 1 if any point remains failed or unconverged (flagged in the store), 2 on bad input.
+    """
+    overrides = list(set_ or [])
+    if heldout is not None:
+        if heldout < 0:
+            raise InputError(f"--heldout must be ≥ 0 (number of held-out random U values), got {heldout}")
+        overrides.append(f"dataset.heldout={heldout}")
+    if seed is not None:
+        if seed < 0:
+            raise InputError(f"--seed must be ≥ 0, got {seed}")
+        overrides.append(f"dataset.seed={seed}")
+    if workers is not None and workers < 0:
+        raise InputError(f"--workers must be ≥ 0 (0 = one per core), got {workers}")
+    cfg = resolve(preset, config, overrides)
+
+    from moireu.data import build_dataset
+
+    report = build_dataset(cfg, out, scheduler=scheduler, workers=workers, append=append,
+                           progress=not no_progress)
+    for line in report.summary_lines():
+        info(line)
+    if as_json:
+        emit_json(report.to_dict())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@dataset_app.command("info")
+def info_cmd(data: Path = typer.Argument(..., help="dataset store"), as_json: bool = JsonOpt) -> None:
+    """Counts per U and split, image shape, config and provenance of a store."""
+    from moireu.data.info import dataset_info, format_info
+
+    d = dataset_info(data)
+    if as_json:
+        emit_json(d)
+    else:
+        typer.echo(format_info(d))
+
+
+@dataset_app.command("export-png")
+def export_png_cmd(
+    data: Path = typer.Argument(..., help="dataset store"),
+    out_dir: Path = typer.Argument(..., help="folder for the PNGs"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="at most this many per-sample PNGs"),
+    cmap: str = typer.Option("magma", "--cmap", help="matplotlib colour map"),
+) -> None:
+    """Colour-mapped PNGs of the images (for looking; the store keeps the float32 data) + overview.png."""
+    import matplotlib
+
+    if cmap not in matplotlib.colormaps:
+        raise InputError(f"--cmap {cmap!r} is not a matplotlib colour map (e.g. magma, viridis, gray)")
+    from moireu.data.info import export_png
+
+    files = export_png(data, out_dir, limit=limit, cmap=cmap)
+    info(f"wrote {len(files)} PNG files to {out_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dataset_app, name="dataset")

@@ -1,0 +1,129 @@
+"""Dataset builds with a cheap injected backend: store contract, resume, retries, failures, append."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dataset_fakes import FakeBackend, calls
+from moireu.config import config_from_json, load_config
+from moireu.data import build_dataset, dataset_info, export_png, open_store
+from moireu.data.workdir import work_dir_for
+from moireu.errors import InputError
+
+
+def tiny(*over):
+    return load_config("demo", overrides=["dataset.U_values=[0.0, 1.0, 2.0, 3.0]", "dataset.heldout=2",
+                                          "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]", *over])
+
+
+def build(c, out, log=None, **kw):
+    be = kw.pop("backend", None) or FakeBackend(log_dir=str(log) if log else None)
+    return build_dataset(c, out, backend=be, processes=False, workers=2, progress=False, **kw)
+
+
+def test_store_contract_and_metadata(tmp_path):
+    c = tiny()
+    out = tmp_path / "ds.zarr"
+    r = build(c, out, tmp_path / "log")
+    assert r.ok and r.solves_run == 6 and r.images_run == 6 * 4 and r.store_samples == 24
+    assert not work_dir_for(out).exists()  # consolidated and cleaned up
+    ds = open_store(out)
+    assert ds["image"].dims == ("sample", "ky", "kx") and ds["image"].dtype == np.float32
+    assert ds["image"].shape == (24, 8, 8)
+    for v, dt in [("U", np.float64), ("filling", np.float64), ("bias", np.float64), ("variation", np.int32),
+                  ("offset_x", np.float64), ("offset_y", np.float64), ("rotation_deg", np.float64),
+                  ("hf_converged", bool), ("hf_iterations", np.int32), ("hf_max_moment", np.float64),
+                  ("hf_staggered_moment", np.float64), ("hf_charge_spread", np.float64),
+                  ("hf_total_energy", np.float64), ("hf_gap", np.float64), ("kx", np.float64), ("ky", np.float64)]:
+        assert ds[v].dtype == dt, v
+    assert ds["split"].dtype == np.dtype("<U8")
+    assert (ds["split"] == "grid").sum() == 16 and (ds["split"] == "heldout").sum() == 8
+    # metadata round trip
+    assert config_from_json(ds.attrs["config"]) == c
+    assert json.loads(ds.attrs["image_transform"]) == {"kind": "fake", "n_pixels": 8}
+    assert ds.attrs["moireu_version"] and ds.attrs["git_commit"]
+    # every image sits at its own metadata: the fake image's peak value is U + 10 bias + m(U)
+    img = ds["image"].values
+    m = ds["hf_max_moment"].values
+    np.testing.assert_allclose(img.max(axis=(1, 2)),
+                               (ds["U"].values + 10 * ds["bias"].values + m) *
+                               np.exp(-np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["offset_x"].values[:, None] / 10) ** 2, 1)
+                                      - np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["offset_y"].values[:, None] / 10) ** 2, 1)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(m, 0.5 * np.tanh(np.maximum(ds["U"].values - 2, 0)))
+    # warm starts: the heads of the 2 chains start cold (10 iterations), the rest warm (3)
+    iters = {(s, u): i for s, u, i in zip(ds["split"].values, ds["U"].values, ds["hf_iterations"].values)}
+    assert sorted(iters.values()).count(10) == 2
+    # rerun = no-op
+    r2 = build(c, out, tmp_path / "log")
+    assert r2.ok and r2.solves_run == 0 and r2.images_run == 0 and r2.solves_skipped == 6
+    assert len(calls(tmp_path / "log", "solve")) == 6
+    info = dataset_info(out)
+    assert info["samples"] == 24 and info["image_shape"] == [8, 8] and len(info["per_U"]) == 6
+    assert info["splits"] == {"grid": 16, "heldout": 8}
+
+
+def test_retry_and_failures_flagged(tmp_path):
+    c = tiny()
+    out = tmp_path / "ds.zarr"
+    be = FakeBackend(log_dir=str(tmp_path / "log"), unconverged_first=(1.0,), never_converge=(2.0,), fail_U=(3.0,))
+    r = build(c, out, backend=be)
+    assert not r.ok
+    assert [f["key"] for f in r.failures] == ["grid_U3.000000_nu+0.0000"]
+    assert [u["key"] for u in r.unconverged] == ["grid_U2.000000_nu+0.0000"]
+    s = calls(tmp_path / "log", "solve")
+    assert s.count("grid_U1.000000_nu+0.0000") == 2  # retried once, then converged
+    assert s.count("grid_U2.000000_nu+0.0000") == 2 and s.count("grid_U3.000000_nu+0.0000") == 2
+    ds = open_store(out)
+    assert ds.sizes["sample"] == 5 * 4  # U=3 has no result → no images, listed in attrs
+    conv = dict(zip(ds["U"].values.tolist(), ds["hf_converged"].values.tolist()))
+    assert conv[1.0] and not conv[2.0]
+    assert [f["key"] for f in json.loads(ds.attrs["failures"])] == ["grid_U3.000000_nu+0.0000"]
+    assert work_dir_for(out).exists()  # kept: the failure is retried by the next run
+    # rerun with a healthy backend retries only the failed point
+    r2 = build(c, out, tmp_path / "log2")
+    assert calls(tmp_path / "log2", "solve") == ["grid_U3.000000_nu+0.0000"]
+    assert not r2.failures and [u["key"] for u in r2.unconverged] == ["grid_U2.000000_nu+0.0000"]
+    assert open_store(out).sizes["sample"] == 24
+
+
+def test_refuse_other_config_and_append(tmp_path):
+    out = tmp_path / "ds.zarr"
+    build(tiny(), out)
+    before = open_store(out)["image"].values.copy()
+    with pytest.raises(InputError, match="different config.*dataset.U_values"):
+        build(tiny("dataset.U_values=[0.0, 1.0, 2.0, 3.0, 4.0]"), out)
+    with pytest.raises(InputError, match="stm.n_pixels, which must match"):
+        build(tiny("stm.n_pixels=64", "dataset.U_values=[0.0, 4.0]"), out, append=True)
+    np.testing.assert_array_equal(open_store(out)["image"].values, before)  # nothing lost
+    # same U range → the held-out draws keep their first values; only new points are computed
+    r = build(tiny("dataset.U_values=[0.0, 0.5, 1.0, 2.0, 3.0]", "dataset.heldout=3"), out,
+              tmp_path / "log", append=True)
+    assert r.ok
+    s = calls(tmp_path / "log", "solve")
+    assert len(s) == 2 and s[0] == "grid_U0.500000_nu+0.0000" and s[1].startswith("heldout_")
+    ds = open_store(out)
+    assert ds.sizes["sample"] == 8 * 4
+    assert 0.5 in config_from_json(ds.attrs["config"]).dataset.U_values
+    np.testing.assert_array_equal(ds["image"].values[ds["U"].values != 0.5][:4], before[:4])
+    assert len(json.loads(ds.attrs["history"])) == 2
+
+
+def test_not_a_store_refused(tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a dataset store"):
+        build(tiny(), out)
+    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(InputError, match="does not exist"):
+        open_store(tmp_path / "nope.zarr")
+
+
+def test_export_png(tmp_path):
+    out = tmp_path / "ds.zarr"
+    build(tiny(), out)
+    files = export_png(out, tmp_path / "png", limit=3, progress=False)
+    assert len(files) == 4 and (tmp_path / "png" / "overview.png").stat().st_size > 1000
+    assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)

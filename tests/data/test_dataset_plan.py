@@ -1,0 +1,78 @@
+"""The build plan: points, held-out U, variations, warm-start chains, bad input."""
+
+import numpy as np
+import pytest
+
+from moireu.config import load_config
+from moireu.data.plan import heldout_values, make_chains, make_plan, variations
+from moireu.errors import InputError
+
+
+def cfg(*over):
+    return load_config("demo", overrides=list(over))
+
+
+def test_counts_and_specs():
+    c = cfg("dataset.U_values=[0.0, 1.0, 2.0]", "dataset.heldout=4", "dataset.fillings=[0.0, 0.5]",
+            "dataset.biases=[0.0, 0.01]", "dataset.n_offsets=3", "dataset.rotations_deg=[0.0, 30.0]")
+    plan = make_plan(c, 2)
+    assert len(plan.points) == (3 + 4) * 2
+    assert len(plan.specs) == 2 * 3 * 2
+    assert plan.n_images == 14 * 12
+    assert len({p.key for p in plan.points}) == len(plan.points)
+    assert sorted(p.U for p in plan.points if p.split == "grid" and p.filling == 0.0) == [0.0, 1.0, 2.0]
+    # variation ids are unique, 0 is the unshifted, unrotated patch
+    ids = [v.id for v in variations(c)]
+    assert ids == list(range(6))
+    v0 = variations(c)[0]
+    assert (v0.f1, v0.f2, v0.rotation_deg) == (0.0, 0.0, 0.0)
+
+
+def test_heldout_seeded_prefix_and_range():
+    c = cfg("dataset.heldout=10")
+    h10 = heldout_values(c)
+    assert len(h10) == 10 and len(set(h10)) == 10
+    assert np.all((h10 > 0.0) & (h10 < 6.0))
+    assert not set(h10) & set(c.dataset.U_values)
+    # the first values do not depend on N (append-friendly), and the seed changes them
+    np.testing.assert_array_equal(heldout_values(c, 4), h10[:4])
+    np.testing.assert_array_equal(heldout_values(cfg("dataset.heldout=10")), h10)
+    assert not np.allclose(heldout_values(cfg("dataset.heldout=10", "dataset.seed=7")), h10)
+    # uniform in (0, 6): a large sample has the right mean
+    big = heldout_values(cfg("dataset.heldout=4000"))
+    assert abs(big.mean() - 3.0) < 0.1
+
+
+def test_chains_contiguous_balanced_and_cover():
+    c = cfg("dataset.heldout=6")
+    plan = make_plan(c, 3)
+    assert len(plan.chains) == 3
+    flat = [p for ch in plan.chains for p in ch]
+    assert sorted(flat) == sorted(plan.points)
+    lens = [len(ch) for ch in plan.chains]
+    assert max(lens) - min(lens) <= 1
+    # neighbouring U in each chain, chains are ordered ranges
+    for ch in plan.chains:
+        us = [p.U for p in ch]
+        assert us == sorted(us)
+    assert max(p.U for p in plan.chains[0]) < min(p.U for p in plan.chains[1])
+    pred = plan.predecessor()
+    assert sum(v is None for v in pred.values()) == 3
+    # one chain per filling at least; never more chains than points
+    assert len(make_chains(plan.points[:2], 8)) == 2
+
+
+@pytest.mark.parametrize("over,msg", [
+    ("dataset.U_values=[]", "empty"),
+    ("dataset.U_values=[1.0, 2.0, 1.0]", "duplicate"),
+    ("dataset.heldout=-1", "dataset.heldout"),
+    ("dataset.U_values=[-1.0, 2.0]", "≥ 0"),
+])
+def test_bad_config(over, msg):
+    with pytest.raises(InputError, match=msg):
+        cfg(over)
+
+
+def test_heldout_negative_direct():
+    with pytest.raises(InputError, match="≥ 0"):
+        heldout_values(cfg(), -3)
