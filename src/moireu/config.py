@@ -147,9 +147,23 @@ class TrainConfig(_Section):
 class AnalysisConfig(_Section):
     """Analyses and report."""
 
-    pca_components: int = Field(3, ge=1)
-    ridge_alpha: float = Field(1.0, gt=0.0)
+    pca_components: int = Field(3, ge=1, description="k of the eigen-images and of the PCA-trajectory crossover")
+    pca_max_components: int = Field(10, ge=1, description="components in the explained-variance plot")
+    baseline_components: tuple[int, ...] = Field((3, 10), description="k of the PCA(k)+ridge/kernel-ridge baselines")
+    ridge_alpha: float = Field(1.0, gt=0.0, description="ridge penalty α of the PCA(k)+ridge baseline")
+    kernel_ridge: bool = Field(True, description="also fit PCA(k)+RBF kernel ridge (α, γ chosen on val)")
     t_hopping: float = Field(2.7, gt=0.0, description="t for U/t (eV)")
+    n_bootstrap: int = Field(200, ge=2, description="bootstrap resamples of each U_c estimate")
+    attribution_per_u: int = Field(6, ge=1, description="samples per distinct U explained by Grad-CAM/guided backprop")
+    u_bins: int = Field(4, ge=1, description="U bins for averaged attribution maps")
+    mask_radius: float = Field(0.3, gt=0.0, lt=0.5, description="peak-disc radius as a fraction of |g_M|")
+
+    @field_validator("baseline_components")
+    @classmethod
+    def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or min(v) < 1:
+            raise ValueError(f"need one or more positive component counts, got {v}")
+        return tuple(sorted(set(int(x) for x in v)))
 
 
 class MoireuConfig(BaseModel):

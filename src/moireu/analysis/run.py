@@ -1,0 +1,289 @@
+"""``moireu analyze``: every analysis of a dataset store (and trained models) → figures + analysis.json."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from moireu.config import AnalysisConfig
+from moireu.errors import InputError
+from moireu.provenance import provenance, write_json_atomic
+
+from . import figures as F
+from .baselines import fit_baselines
+from .crossover import combine_estimates, order_parameter_crossover, trajectory_crossover
+from .data import AnalysisData, load_store
+from .interpret import attention_profile, attribution_maps, average_per_u_bin, sample_geometries
+from .pca import fit_pca, projections_vs_u, variance_maps
+from .similarity import cosine_similarity_matrix, unique_u
+
+
+@dataclass
+class LoadedModel:
+    """A trained regressor ready for attribution: name, module, input preprocessing, source folder."""
+
+    name: str
+    model: Any
+    preprocess: Callable | None = None
+    run_dir: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def split_indices(data: AnalysisData, seed: int, val_fraction: float = 0.2,
+                  test_fraction: float = 0.2) -> dict[str, np.ndarray]:
+    """The train/val/test/held-out indices of the ML stage (``moireu.ml.split_indices``)."""
+    from moireu.ml import split_indices as ml_split
+
+    idx = ml_split(data.U, data.split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    return {k: np.asarray(v, int) for k, v in dict(idx).items()}
+
+
+def find_model_runs(paths: list[Path]) -> list[Path]:
+    """Training folders among ``paths``: a folder with ``checkpoint.pt``, or the ``train_*`` folders in it."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_dir():
+            raise InputError(f"--runs {str(p)!r} is not a directory")
+        if (p / "checkpoint.pt").is_file():
+            out.append(p)
+            continue
+        sub = sorted(q for q in p.glob("train_*") if (q / "checkpoint.pt").is_file())
+        if not sub:
+            raise InputError(f"--runs {str(p)!r} holds no checkpoint.pt and no train_*/checkpoint.pt")
+        out.extend(sub)
+    return out
+
+
+def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
+    """Load trained models through ``moireu.ml.load_run``."""
+    from moireu.ml import load_run
+
+    models = []
+    for d in run_dirs:
+        run = load_run(d)
+        name = getattr(run, "name", None) or d.name.removeprefix("train_")
+        models.append(LoadedModel(name, run.model, getattr(run, "preprocess", None), d,
+                                  dict(getattr(run, "info", {}) or {})))
+    return models
+
+
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def _pick_per_u(U: np.ndarray, per_u: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vals, inv = unique_u(U)
+    pick = [rng.permutation(np.flatnonzero(inv == j))[:per_u] for j in range(len(vals))]
+    return np.sort(np.concatenate(pick))
+
+
+def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[LoadedModel] | None = None,
+            cfg: AnalysisConfig | None = None, seed: int | None = None, split_idx: dict[str, np.ndarray] | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """Run every analysis and write figures (PNG) and ``analysis.json`` into ``out``.
+
+    Parameters
+    ----------
+    data : an :class:`AnalysisData` or the path of a dataset store.
+    out : output folder.
+    models : trained models for interpretability and the attention crossover (none: skipped).
+    cfg : analysis settings (default :class:`AnalysisConfig`).
+    seed : drives the split, PCA, bootstrap and sample picks (default: the store config's seed).
+    split_idx : train/val/test/heldout indices (default: the ML stage's split of this store).
+
+    Returns
+    -------
+    The dict written to ``analysis.json``.
+    """
+    if not isinstance(data, AnalysisData):
+        data = load_store(data)
+    cfg = cfg or AnalysisConfig()
+    seed = data.seed if seed is None else int(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models = models or []
+    t = cfg.t_hopping
+    res: dict[str, Any] = {"store": {"n_samples": data.n, "image_shape": list(data.images.shape[1:]),
+                                     "U_range": [float(data.U.min()), float(data.U.max())],
+                                     "n_grid": int(data.grid.sum()), "n_heldout": int(data.heldout.sum()),
+                                     "theta_deg": data.theta_deg, "lattice_index": data.lattice_index,
+                                     "git_commit": data.attrs.get("git_commit")},
+                           "settings": cfg.model_dump(mode="json") | {"seed": seed}, "figures": {}, "notes": []}
+    figs = res["figures"]
+    steps = 6 + 2 * len(models)
+    prog = _progress() if progress else None
+    task = prog.add_task("similarity", total=steps) if prog else None
+
+    def step(desc: str) -> None:
+        if prog:
+            prog.update(task, advance=1, description=desc)
+
+    if prog:
+        prog.start()
+    try:
+        # 1. similarity ---------------------------------------------------------------------------
+        sim = cosine_similarity_matrix(data.images, data.U)
+        res["similarity"] = sim.summary()
+        figs["similarity"] = F.similarity_figure(sim.U, sim.matrix, out / "similarity.png").name
+        step("PCA")
+
+        # 2. PCA ------------------------------------------------------------------------------------
+        pca = fit_pca(data.images, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
+        k = min(cfg.pca_components, len(pca.components))
+        stats = projections_vs_u(pca.projections[:, :k], data.U)
+        vu, vmaps = variance_maps(data.images, data.U)
+        res["pca"] = {"explained_variance_ratio": pca.explained_variance_ratio.tolist(),
+                      "first3_percent": (100 * pca.explained_variance_ratio[:3]).tolist(),
+                      "projections_vs_U": {"U": stats["U"].tolist(), "mean": stats["mean"].tolist(),
+                                           "std": stats["std"].tolist()},
+                      "variance_map_total_vs_U": {"U": vu.tolist(), "total": vmaps.sum(axis=(1, 2)).tolist()}}
+        figs["pca_variance"] = F.explained_variance_figure(pca.explained_variance_ratio, out / "pca_variance.png").name
+        figs["pca_components"] = F.eigen_images_figure(pca.components[:k], pca.explained_variance_ratio, data.kx,
+                                                       data.ky, out / "pca_components.png").name
+        figs["pca_projections"] = F.projections_figure(data.U, pca.projections[:, :k], data.split, stats,
+                                                       out / "pca_projections.png").name
+        sel = np.unique(np.linspace(0, len(vu) - 1, min(8, len(vu))).round().astype(int))
+        figs["variance_maps"] = F.maps_grid_figure(vmaps[sel], [f"U = {u:.2f} eV" for u in vu[sel]], data.kx,
+                                                   data.ky, out / "variance_maps.png",
+                                                   "Pixel variance across samples, per U", cmap="viridis",
+                                                   cbar_label="variance (z-score units²)").name
+        step("baselines")
+
+        # 3. baselines --------------------------------------------------------------------------------
+        try:
+            idx = split_idx if split_idx is not None else split_indices(data, seed)
+        except ImportError:
+            idx = None
+            res["notes"].append("baselines not run: moireu.ml.split_indices is not available")
+        if idx is not None:
+            idx = {k2: np.asarray(v, int) for k2, v in idx.items() if len(v)}
+            bl = fit_baselines(data.images, data.U, idx, cfg.baseline_components, cfg.ridge_alpha,
+                               cfg.kernel_ridge, seed)
+            res["baselines"] = [b.to_dict() for b in bl]
+            res["split_sizes"] = {k2: int(len(v)) for k2, v in idx.items()}
+            for b in bl:
+                slug = b.name.lower().replace("(", "").replace(")", "").replace("+", "_").replace(" ", "_")
+                figs[f"parity_{slug}"] = F.parity_figure(
+                    {s: b.predictions[s] for s in ("test", "heldout") if s in b.predictions},
+                    f"{b.name}: test MAE {b.metrics.get('test', {}).get('mae', float('nan')):.2f} eV",
+                    out / f"parity_{slug}.png").name
+        step("interpretability")
+
+        # 4. interpretability --------------------------------------------------------------------------
+        profiles: dict[str, dict] = {}
+        theta = data.theta_deg
+        if models and theta is None:
+            res["notes"].append("interpretability regions not computed: the store has no lattice.index in its config")
+        res["interpretability"] = []
+        if models:
+            pick = _pick_per_u(data.U, cfg.attribution_per_u, seed)
+            imgs, Up = data.images[pick], data.U[pick]
+            geoms, group, notes = (sample_geometries(imgs, data.kx, data.ky, theta, data.rotation_deg[pick])
+                                   if theta is not None else ([], None, []))
+            res["notes"].extend(notes)
+            for m in models:
+                for method in ("gradcam", "guided_backprop"):
+                    step(f"{m.name}: {method}")
+                    try:
+                        maps = attribution_maps(m.model, imgs, method, preprocess=m.preprocess)
+                    except InputError as exc:
+                        res["notes"].append(f"{m.name} {method}: {exc}")
+                        continue
+                    if maps.shape[1:] != imgs.shape[1:]:
+                        res["notes"].append(f"{m.name} {method}: maps are {maps.shape[1:]} (model input size), "
+                                            f"not the stored {imgs.shape[1:]}; region shares skipped")
+                        geo_ok = False
+                    else:
+                        geo_ok = bool(geoms)
+                    binned = average_per_u_bin(maps, Up, cfg.u_bins)
+                    label = {"gradcam": "Grad-CAM", "guided_backprop": "guided backprop"}[method]
+                    overlay = None
+                    entry: dict[str, Any] = {"model": m.name, "method": method, "n_samples": int(len(pick)),
+                                             "u_bins": {"edges": binned.edges.tolist(),
+                                                        "centers": binned.centers.tolist(),
+                                                        "counts": binned.counts.tolist()}}
+                    if geo_ok:
+                        prof = attention_profile(maps, Up, data.kx, data.ky, geoms, group, cfg.mask_radius)
+                        profiles[f"{m.name} · {label}"] = prof
+                        entry["attention"] = {"regions": prof["regions"], "U": prof["U"].tolist(),
+                                              "mean": prof["mean"].tolist(), "std": prof["std"].tolist(),
+                                              "area_fraction": prof["area_fraction"].tolist()}
+                        entry["_shares"] = prof["shares"]
+                        entry["_U"] = Up
+                        r = max(cfg.mask_radius * geoms[0].g_moire,
+                                0.75 * max(abs(data.kx[1] - data.kx[0]), abs(data.ky[1] - data.ky[0])))
+                        overlay = F.geometry_overlay(geoms[0], r)
+                    key = f"attr_{m.name}_{method}"
+                    figs[key] = F.maps_grid_figure(
+                        binned.maps, [f"U ∈ [{binned.centers[i] - (binned.edges[1] - binned.edges[0]) / 2:.1f}, "
+                                      f"{binned.centers[i] + (binned.edges[1] - binned.edges[0]) / 2:.1f}] eV "
+                                      f"(n={binned.counts[i]})" for i in range(len(binned.centers))],
+                        data.kx, data.ky, out / f"{key}.png", f"{m.name}: mean {label} map per U bin",
+                        cbar_label="normalised |attribution|", overlay=overlay).name
+                    res["interpretability"].append(entry)
+            if profiles:
+                figs["attention"] = F.attention_figure(profiles, out / "attention.png").name
+        step("crossover")
+
+        # 5. crossover --------------------------------------------------------------------------------
+        ests = []
+        for q in ("hf_staggered_moment", "hf_max_moment"):
+            if q in data.hf:
+                ests.append(order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
+        if "hf_gap" in data.hf:
+            # mean field: Δ ≈ U·m, so Δ/U is proportional to the moment and (Δ/U)² rises linearly at U_c
+            pos = data.U > 0
+            e = order_parameter_crossover(data.U[pos], data.hf["hf_gap"][pos] / data.U[pos], "hf_gap/U", t,
+                                          cfg.n_bootstrap, seed)
+            ests.append(e)
+        if not data.hf:
+            res["notes"].append("HF order-parameter crossover not run: the store holds no hf_* variables")
+        e = trajectory_crossover(data.U, pca.projections[:, :k], f"joint hinge fit of the per-U mean projections on "
+                                 f"PC1..PC{k}, bootstrap over samples within U", f"PCA trajectory (PC1–PC{k})",
+                                 t, cfg.n_bootstrap, seed)
+        e.curve["labels"] = [f"PC{j + 1}" for j in range(k)]
+        e.curve["ylabel"] = "per-U mean projection"
+        ests.append(e)
+        for entry in res["interpretability"]:
+            if "_shares" in entry:
+                e = trajectory_crossover(entry["_U"], entry["_shares"][:, :3],
+                                         "joint hinge fit of the per-U mean attribution shares (central, Bragg, "
+                                         "satellites), bootstrap over samples within U",
+                                         f"attention shift ({entry['model']}, {entry['method']})", t,
+                                         cfg.n_bootstrap, seed)
+                e.curve["labels"] = ["central", "Bragg", "satellites"]
+                e.curve["ylabel"] = "share of |attribution|"
+                ests.append(e)
+        for entry in res["interpretability"]:
+            entry.pop("_shares", None)
+            entry.pop("_U", None)
+        res["crossover"] = {"t": t, "estimates": [x.to_dict() for x in ests], "combined": combine_estimates(ests)}
+        figs["crossover"] = F.crossover_figure(ests, t, out / "crossover.png").name
+        step("writing analysis.json")
+        res["models"] = [{"name": m.name, "run_dir": str(m.run_dir) if m.run_dir else None} for m in models]
+        res["provenance"] = provenance()
+        write_json_atomic(out / "analysis.json", res)
+        step("done")
+    finally:
+        if prog:
+            prog.stop()
+    return res
+
+
+def load_analysis(path: str | Path) -> dict[str, Any]:
+    """Read an ``analysis.json`` (folder or file)."""
+    p = Path(path)
+    p = p / "analysis.json" if p.is_dir() else p
+    if not p.is_file():
+        raise InputError(f"no analysis.json at {str(p)!r}")
+    return json.loads(p.read_text())

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from moireu.analysis.crossover import (combine_estimates, fit_hinge, order_parameter_crossover,
+                                       trajectory_crossover)
+from moireu.errors import InputError
+
+
+@pytest.mark.parametrize("uc", [1.3, 2.7, 4.1])
+def test_hinge_recovers_kink_with_noise(uc):
+    rng = np.random.default_rng(3)
+    U = np.repeat(np.linspace(0, 6, 25), 3)
+    y = 0.5 - 0.1 * U + 0.8 * np.maximum(U - uc, 0) + 0.03 * rng.standard_normal(U.size)
+    fit = fit_hinge(U, y)
+    assert fit.u_c == pytest.approx(uc, abs=0.1)
+    assert fit.delta_bic > 10
+
+
+def test_straight_line_has_no_supported_kink():
+    rng = np.random.default_rng(0)
+    U = np.repeat(np.linspace(0, 6, 13), 6)
+    Y = np.stack([1 + 0.2 * U, -U], axis=1) + 0.05 * rng.standard_normal((U.size, 2))
+    e = trajectory_crossover(U, Y, "m", "line", n_boot=30, seed=0)
+    assert not e.supported
+    assert "no kink" in e.note
+
+
+def test_order_parameter_onset_mean_field():
+    U = np.linspace(0, 6, 13)
+    m = 0.4 * np.sqrt(np.maximum(U - 2.7, 0))
+    e = order_parameter_crossover(U, m, "m", t=2.7, n_boot=50, seed=1)
+    assert e.U_c == pytest.approx(2.7, abs=0.02)
+    assert e.U_c_over_t == pytest.approx(1.0, abs=0.01)
+    assert e.supported
+    # noisy version: still recovered within its bootstrap uncertainty (plus a grid-spacing margin)
+    rng = np.random.default_rng(2)
+    mn = np.abs(m + 0.01 * rng.standard_normal(U.size))
+    en = order_parameter_crossover(U, mn, "m", n_boot=100, seed=1)
+    assert abs(en.U_c - 2.7) < 3 * en.U_c_err + 0.1
+    assert en.ci68[0] < en.U_c < en.ci68[1]
+    # no onset in range
+    e0 = order_parameter_crossover(U, np.zeros_like(U), "m")
+    assert e0.U_c is None and not e0.supported and "no onset" in e0.note
+
+
+def test_trajectory_bootstrap_covers_truth_and_is_seeded():
+    rng = np.random.default_rng(5)
+    U = np.repeat(np.linspace(0, 6, 13), 8)
+    Y = np.stack([0.2 * U - 1.5 * np.maximum(U - 3.2, 0), 0.05 * U], axis=1) + 0.15 * rng.standard_normal((U.size, 2))
+    a = trajectory_crossover(U, Y, "m", "traj", n_boot=60, seed=4)
+    b = trajectory_crossover(U, Y, "m", "traj", n_boot=60, seed=4)
+    assert a.U_c == b.U_c and a.U_c_err == b.U_c_err
+    assert abs(a.U_c - 3.2) < 3 * a.U_c_err + 0.05
+    assert 0 < a.U_c_err < 0.5
+
+
+def test_combine_and_errors():
+    U = np.linspace(0, 6, 13)
+    e1 = order_parameter_crossover(U, np.sqrt(np.maximum(U - 2.5, 0)), "a", n_boot=20)
+    e2 = order_parameter_crossover(U, np.sqrt(np.maximum(U - 3.0, 0)), "b", n_boot=20)
+    c = combine_estimates([e1, e2])
+    assert c["n"] == 2 and 2.5 <= c["U_c"] <= 3.0 and c["spread"] == pytest.approx(0.5, abs=0.02)
+    assert combine_estimates([])["U_c"] is None
+    with pytest.raises(InputError):
+        fit_hinge(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0]))
