@@ -136,12 +136,16 @@ class TrainConfig(_Section):
     patience: int = Field(10, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)
     augment: Literal["clean", "mild", "symb", "noisy"] = "mild"
-    ensemble: int = Field(1, ge=1, description="deep-ensemble members")
+    ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = False
-    input_size: int = Field(0, ge=0, description="resize images to this size for training (0 = as stored)")
+    input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
     val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     coverage: float = Field(0.9, gt=0.0, lt=1.0)
+    loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
+    width: int = Field(0, ge=0, description="base width (0 = model default: fc 256, cnn 16, resnet18 64)")
+    coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
 
 
 class AnalysisConfig(_Section):

@@ -1,0 +1,232 @@
+"""Reading the dataset store, the stratified split, and the image preprocessing pipeline.
+
+The store contract is in ``docs/ARCHITECTURE.md``: a Zarr store (written through xarray) with
+``image (sample, ky, kx) float32``, ``U (sample)`` and ``split (sample)`` ∈ {``grid``, ``heldout``},
+plus attrs (``config``, ``image_transform``). This module reads it with :func:`xarray.open_zarr`
+only, so the ML stage does not depend on how the store was built.
+
+Preprocessing (the same for training, evaluation and prediction, parameters stored in the
+checkpoint) maps a stored image ``I`` to the network input ``x``:
+
+1. resize to ``input_size`` by area averaging (``F.interpolate(mode="area")``), which keeps the
+   integrated weight of each FT-LDOS peak;
+2. optional augmentation (training, or robustness evaluation);
+3. per-image normalisation: ``"l2"`` (``x / ‖x‖₂``, the reference recipe), ``"zscore"``
+   (``(x − mean(x)) / std(x)``, which makes the model blind to gain and offset), or none;
+4. global standardisation ``(x − μ) / σ`` with scalar μ, σ computed on the training split only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moireu.errors import InputError
+
+__all__ = ["StoreData", "open_dataset", "load_split", "stratified_split", "Preprocess", "store_fingerprint"]
+
+
+@dataclass
+class StoreData:
+    """What the ML stage reads from a store: images + labels of one selection of samples."""
+
+    images: np.ndarray  # (n, H, W) float32
+    U: np.ndarray  # (n,) float64
+    index: np.ndarray  # (n,) int64: sample indices in the store
+    attrs: dict[str, Any]
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return (int(self.images.shape[1]), int(self.images.shape[2]))
+
+
+def open_dataset(path: str | Path):
+    """Open a dataset store (Zarr, through xarray) and check the variables ML needs.
+
+    Raises
+    ------
+    InputError
+        The path does not exist, is not a readable Zarr store, or lacks ``image``/``U``/``split``.
+    """
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"dataset store {str(path)!r} does not exist")
+    try:
+        ds = xr.open_zarr(path)
+    except Exception as exc:  # zarr raises many kinds of errors for a corrupt store
+        raise InputError(f"dataset store {str(path)!r} cannot be read as a Zarr store "
+                         f"({type(exc).__name__}: {exc})") from None
+    missing = [v for v in ("image", "U", "split") if v not in ds.variables]
+    if missing:
+        raise InputError(f"dataset store {str(path)!r} lacks variable(s) {missing}; a store needs "
+                         "image (sample, ky, kx), U (sample) and split (sample)")
+    if ds["image"].ndim != 3:
+        raise InputError(f"dataset {str(path)!r}: image must have dims (sample, ky, kx), got {ds['image'].dims}")
+    return ds
+
+
+def store_fingerprint(ds) -> dict[str, Any]:
+    """A light identity of a store: sample count, image shape and the sum of the labels."""
+    return {"n_samples": int(ds.sizes["sample"]), "image_shape": [int(s) for s in ds["image"].shape[1:]],
+            "U_sum": round(float(np.asarray(ds["U"].values, dtype=np.float64).sum()), 9)}
+
+
+def _attrs(ds) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in ds.attrs.items():
+        if isinstance(v, str) and k in ("config", "image_transform"):
+            try:
+                out[k] = json.loads(v)
+                continue
+            except json.JSONDecodeError:
+                pass
+        out[k] = v
+    return out
+
+
+def load_split(ds, which: str) -> StoreData:
+    """Images and labels of ``which`` ∈ {``grid``, ``heldout``} samples (NaNs refused)."""
+    split = np.asarray(ds["split"].values).astype(str)
+    idx = np.flatnonzero(split == which)
+    if idx.size == 0:
+        raise InputError(f"the dataset has no {which!r} samples (split values present: "
+                         f"{sorted(set(split.tolist()))})")
+    images = np.asarray(ds["image"].isel(sample=idx).values, dtype=np.float32)
+    U = np.asarray(ds["U"].values, dtype=np.float64)[idx]
+    bad = ~np.isfinite(images).reshape(len(idx), -1).all(axis=1)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} {which!r} image(s) contain NaN or inf (first sample index "
+                         f"{int(idx[np.flatnonzero(bad)[0]])}); rebuild the dataset")
+    if not np.isfinite(U).all():
+        raise InputError(f"{int((~np.isfinite(U)).sum())} {which!r} label(s) U are NaN or inf")
+    return StoreData(images=images, U=U, index=idx.astype(np.int64), attrs=_attrs(ds))
+
+
+def stratified_split(U: np.ndarray, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                     seed: int = 0, decimals: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split positions ``0..n−1`` into train/val/test, stratified by the value of U.
+
+    Within each U stratum (U rounded to ``decimals``) the samples are permuted with a generator
+    seeded by ``seed``; the first ``round(f_val·m)`` go to validation, the next ``round(f_test·m)``
+    to test, the rest to training (each part gets at least one sample when ``m ≥ 3``).
+
+    Raises
+    ------
+    InputError
+        When the test or validation part would be empty (too few samples).
+    """
+    f_train, f_val, f_test = fractions
+    if not np.isclose(f_train + f_val + f_test, 1.0) or min(fractions) <= 0:
+        raise InputError(f"split fractions must be positive and sum to 1, got {fractions}")
+    U = np.asarray(U, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    train, val, test = [], [], []
+    keys = np.round(U, decimals)
+    for u in np.unique(keys):
+        pos = np.flatnonzero(keys == u)
+        pos = pos[rng.permutation(pos.size)]
+        m = pos.size
+        n_val = int(round(f_val * m))
+        n_test = int(round(f_test * m))
+        if m >= 3:
+            n_val, n_test = max(n_val, 1), max(n_test, 1)
+        val.append(pos[:n_val])
+        test.append(pos[n_val:n_val + n_test])
+        train.append(pos[n_val + n_test:])
+    tr, va, te = (np.sort(np.concatenate(p)).astype(np.int64) for p in (train, val, test))
+    if te.size == 0 or va.size == 0 or tr.size == 0:
+        raise InputError(f"{U.size} grid sample(s) cannot be split into train/val/test "
+                         f"({tr.size}/{va.size}/{te.size}); the dataset needs at least 3 images per U value")
+    return tr, va, te
+
+
+class Preprocess(nn.Module):
+    """Stored image → network input (resize, per-image normalisation, global standardisation).
+
+    Parameters
+    ----------
+    image_shape : (H, W)
+        Shape of the stored images this pipeline accepts.
+    input_size : int
+        Side of the resized (square) network input; 0 keeps the stored size.
+    per_image : {"zscore", "l2", "none"}
+    mean, std : float
+        Global standardisation constants (from the training split; see :meth:`fit`).
+    """
+
+    def __init__(self, image_shape: tuple[int, int], input_size: int = 0, per_image: str = "zscore",
+                 mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        if per_image not in ("zscore", "l2", "none"):
+            raise InputError(f"per-image normalisation must be zscore, l2 or none, got {per_image!r}")
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.input_size = int(input_size)
+        self.per_image = per_image
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    @property
+    def out_shape(self) -> tuple[int, int]:
+        if self.input_size and self.input_size != self.image_shape[0]:
+            return (self.input_size, self.input_size)
+        return self.image_shape
+
+    def check(self, x: torch.Tensor) -> torch.Tensor:
+        """Bring ``x`` to ``(n, 1, H, W)`` float32 and refuse a wrong image size."""
+        if x.ndim == 2:
+            x = x[None, None]
+        elif x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise InputError(f"images must have shape (n, H, W) or (n, 1, H, W), got {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != self.image_shape:
+            raise InputError(f"image size {x.shape[-2]}×{x.shape[-1]} does not match the "
+                             f"{self.image_shape[0]}×{self.image_shape[1]} images this model was trained on")
+        return x.float()
+
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.check(x)
+        if self.out_shape != self.image_shape:
+            x = F.interpolate(x, size=self.out_shape, mode="area")
+        return x
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-image normalisation then global standardisation (x already resized)."""
+        flat = x.flatten(1)
+        if self.per_image == "zscore":
+            mu = flat.mean(1).view(-1, 1, 1, 1)
+            sd = flat.std(1).clamp_min(1e-8).view(-1, 1, 1, 1)
+            x = (x - mu) / sd
+        elif self.per_image == "l2":
+            x = x / flat.norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.resize(x))
+
+    @torch.no_grad()
+    def fit(self, x_resized: torch.Tensor) -> "Preprocess":
+        """Set the global mean/std from (resized) training images after per-image normalisation."""
+        self.mean.fill_(0.0)
+        self.std.fill_(1.0)
+        z = self.normalise(x_resized)
+        self.mean.fill_(float(z.mean()))
+        self.std.fill_(float(z.std().clamp_min(1e-12)))
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        return {"image_shape": list(self.image_shape), "input_size": self.input_size,
+                "per_image": self.per_image, "mean": float(self.mean), "std": float(self.std)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "Preprocess":
+        return cls(tuple(spec["image_shape"]), spec["input_size"], spec["per_image"], spec["mean"], spec["std"])
