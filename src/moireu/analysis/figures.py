@@ -70,7 +70,7 @@ def explained_variance_figure(ratio: np.ndarray, path: Path) -> Path:
 def eigen_images_figure(components: np.ndarray, ratio: np.ndarray, kx, ky, path: Path) -> Path:
     plt = _plt()
     k = len(components)
-    fig, axes = plt.subplots(1, k, figsize=(3.1 * k, 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.1), squeeze=False, layout="constrained")
     for j, ax in enumerate(axes[0]):
         c = components[j]
         v = float(np.abs(c).max()) or 1.0
@@ -86,7 +86,7 @@ def eigen_images_figure(components: np.ndarray, ratio: np.ndarray, kx, ky, path:
 def projections_figure(U, proj, split, stats: dict, path: Path) -> Path:
     plt = _plt()
     k = proj.shape[1]
-    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.1), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(3.4 * k, 3.1), squeeze=False, layout="constrained")
     for j, ax in enumerate(axes[0]):
         g = split == "grid"
         ax.scatter(U[g], proj[g, j], s=6, alpha=0.35, color="#4c72b0", label="grid samples")
@@ -149,7 +149,7 @@ def attention_figure(profiles: dict[str, dict], path: Path) -> Path:
     """Shares of attribution per region vs U, one panel per (model, method)."""
     plt = _plt()
     n = len(profiles)
-    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.3), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(3.8 * n, 3.3), squeeze=False, layout="constrained")
     for ax, (title, p) in zip(axes[0], profiles.items()):
         for r, name in enumerate(p["regions"]):
             c = REGION_COLORS[name]
