@@ -1,0 +1,5 @@
+"""``python -m moireu``."""
+
+from moireu.cli import main
+
+main()

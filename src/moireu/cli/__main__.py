@@ -1,0 +1,5 @@
+"""``python -m moireu.cli``."""
+
+from moireu.cli import main
+
+main()

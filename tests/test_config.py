@@ -1,0 +1,69 @@
+import tomllib
+
+import pytest
+
+from moireu.config import (MoireuConfig, apply_override, available_presets, build_config, load_config, preset_dict,
+                           save_resolved)
+from moireu.errors import InputError
+
+
+def test_presets_exist_and_validate():
+    assert {"demo", "paper"} <= set(available_presets())
+    paper = load_config("paper")
+    assert paper.lattice.index == 9 and paper.preset == "paper"
+    demo = load_config("demo")
+    assert demo.lattice.index == 7
+
+
+def test_overrides_typed_and_validated():
+    cfg = load_config("paper", overrides=["hf.U=4.0", "lattice.interlayer_distance=3.35", "stm.biases=[0.0, 0.002]"])
+    assert cfg.hf.U == 4.0 and cfg.lattice.interlayer_distance == 3.35 and cfg.stm.biases == (0.0, 0.002)
+    with pytest.raises(InputError, match=r"unknown config key 'hf.UU'.*allowed: .*U"):
+        load_config("paper", overrides=["hf.UU=1"])
+    with pytest.raises(InputError, match=r"invalid value -1.*hf.U"):
+        load_config("paper", overrides=["hf.U=-1"])
+    with pytest.raises(InputError, match="key=value"):
+        load_config("paper", overrides=["hf.U"])
+    with pytest.raises(InputError, match="index"):
+        load_config("paper", overrides=["lattice.index=0"])
+    with pytest.raises(InputError, match="a_cc"):
+        load_config("paper", overrides=["lattice.cutoff=1.0"])
+    with pytest.raises(InputError, match="duplicate"):
+        load_config("demo", overrides=["dataset.U_values=[1.0, 1.0]"])
+    with pytest.raises(InputError, match="empty"):
+        load_config("demo", overrides=["dataset.U_values=[]"])
+
+
+def test_unknown_preset_and_bad_toml(tmp_path):
+    with pytest.raises(InputError, match="unknown preset 'nope'.*demo"):
+        load_config("nope")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[lattice\nindex = 3")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_config("demo", bad)
+    extra = tmp_path / "extra.toml"
+    extra.write_text("[lattice]\nfoo = 1\n")
+    with pytest.raises(InputError, match="unknown config key 'lattice.foo'"):
+        load_config("demo", extra)
+
+
+def test_resolved_config_round_trip(tmp_path):
+    cfg = load_config("paper", overrides=["hf.U=2.5", "seed=7"])
+    save_resolved(cfg, tmp_path)
+    back = build_config(tomllib.loads((tmp_path / "config.toml").read_text()))
+    assert back == cfg
+    prov = (tmp_path / "provenance.json").read_text()
+    assert "git_commit" in prov and "moireu_version" in prov
+
+
+def test_presets_never_modified(tmp_path):
+    before = preset_dict("paper")
+    cfg = load_config("paper", overrides=["hf.U=5.0"])
+    save_resolved(cfg, tmp_path)
+    assert preset_dict("paper") == before
+
+
+def test_apply_override_on_section_refused():
+    with pytest.raises(InputError, match="is a section"):
+        apply_override({}, "hf=3")
+    assert MoireuConfig().hf.eps == 10.0
