@@ -35,11 +35,14 @@ class LoadedModel:
 
 def split_indices(data: AnalysisData, seed: int, val_fraction: float = 0.2,
                   test_fraction: float = 0.2) -> dict[str, np.ndarray]:
-    """The train/val/test/held-out indices of the ML stage (``moireu.ml.split_indices``)."""
-    from moireu.ml import split_indices as ml_split
+    """Store indices of train/val/test (the ML stage's :func:`moireu.ml.data.stratified_split` of the
+    ``grid`` samples, same fractions and seed) and of the untouched ``heldout`` samples."""
+    from moireu.ml.data import stratified_split
 
-    idx = ml_split(data.U, data.split, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    return {k: np.asarray(v, int) for k, v in dict(idx).items()}
+    grid = np.flatnonzero(data.grid)
+    fr = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
+    tr, va, te = stratified_split(data.U[grid], fr, seed=seed)
+    return {"train": grid[tr], "val": grid[va], "test": grid[te], "heldout": np.flatnonzero(data.heldout)}
 
 
 def find_model_runs(paths: list[Path]) -> list[Path]:
@@ -66,9 +69,10 @@ def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
     models = []
     for d in run_dirs:
         run = load_run(d)
-        name = getattr(run, "name", None) or d.name.removeprefix("train_")
-        models.append(LoadedModel(name, run.model, getattr(run, "preprocess", None), d,
-                                  dict(getattr(run, "info", {}) or {})))
+        # a RunModel maps stored images to U itself (its Preprocess inside); older wrappers expose .model
+        module = getattr(run, "model", run)
+        name = d.name.removeprefix("train_")
+        models.append(LoadedModel(name, module, getattr(run, "preprocess", None), d))
     return models
 
 
