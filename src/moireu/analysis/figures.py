@@ -28,7 +28,9 @@ def save(fig, path: str | Path) -> Path:
     """Render ``fig`` to PNG bytes and write them atomically (no half-written figure on a crash)."""
     plt = _plt()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    # constrained-layout figures are already tight; a second tight-bbox pass doubles the drawing time
+    tight = None if fig.get_layout_engine() is not None else "tight"
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches=tight)
     plt.close(fig)
     return write_bytes_atomic(path, buf.getvalue())
 

@@ -64,7 +64,7 @@ def _ring(radius: float, phase_rad: float) -> np.ndarray:
 
 
 def estimate_orientation(image: np.ndarray, kx: np.ndarray, ky: np.ndarray, theta_deg: float,
-                         a: float = A_LAT, step_deg: float = 0.25, radius_fraction: float = 0.3) -> float:
+                         a: float = A_LAT, step_deg: float = 0.1, radius_fraction: float = 0.3) -> float:
     """Orientation φ₀ (radians, in [0, π/3)) of the mean graphene Bragg directions in an image.
 
     Template match: for every trial φ on a grid of ``step_deg`` the 12 layer Bragg peaks
@@ -94,16 +94,20 @@ def estimate_orientation(image: np.ndarray, kx: np.ndarray, ky: np.ndarray, thet
     ys, xs = np.nonzero(ring)  # only ring pixels can be inside a Bragg disc
     px, py, pw = KX[ys, xs], KY[ys, xs], w[ys, xs]
     sig = 0.5 * r
-    best, best_phi = -np.inf, 0.0
-    for phi in np.radians(np.arange(0.0, 60.0, step_deg)):
-        geom = peak_geometry(theta_deg, phi, a)
-        d2 = ((px[:, None] - geom.bragg[None, :, 0]) ** 2 + (py[:, None] - geom.bragg[None, :, 1]) ** 2).min(axis=1)
+    half = math.radians(theta_deg) / 2.0
+
+    def score(phi: float) -> float:
+        pk = np.concatenate([_ring(G, phi - half), _ring(G, phi + half)])
+        d2 = ((px[:, None] - pk[None, :, 0]) ** 2 + (py[:, None] - pk[None, :, 1]) ** 2).min(axis=1)
         g = np.exp(-d2 / (2.0 * sig * sig))
-        if g.sum() > 1e-12:
-            score = float(np.sum(g * pw) / np.sum(g))
-            if score > best:
-                best, best_phi = score, phi
-    return float(best_phi)
+        return float(np.sum(g * pw) / np.sum(g)) if g.sum() > 1e-12 else -np.inf
+
+    # coarse scan (1°), then a fine one (step_deg) around the best coarse angle
+    coarse = np.radians(np.arange(0.0, 60.0, 1.0))
+    c0 = coarse[int(np.argmax([score(p) for p in coarse]))]
+    fine = c0 + np.radians(np.arange(-1.0, 1.0 + 1e-9, step_deg))
+    best = fine[int(np.argmax([score(p) for p in fine]))]
+    return float(np.mod(best, np.pi / 3.0))
 
 
 @dataclass(frozen=True)

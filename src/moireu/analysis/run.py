@@ -45,6 +45,17 @@ def split_indices(data: AnalysisData, seed: int, val_fraction: float = 0.2,
     return {"train": grid[tr], "val": grid[va], "test": grid[te], "heldout": np.flatnonzero(data.heldout)}
 
 
+def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.ndarray] | None:
+    """The exact train/val/test store indices a trained model recorded in its checkpoint (if any)."""
+    for m in models:
+        sp = m.info.get("split") if m.info else None
+        if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
+            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "test")}
+            if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
+                return idx | {"heldout": np.flatnonzero(data.heldout)}
+    return None
+
+
 def find_model_runs(paths: list[Path]) -> list[Path]:
     """Training folders among ``paths``: a folder with ``checkpoint.pt``, or the ``train_*`` folders in it."""
     out: list[Path] = []
@@ -72,7 +83,9 @@ def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
         # a RunModel maps stored images to U itself (its Preprocess inside); older wrappers expose .model
         module = getattr(run, "model", run)
         name = d.name.removeprefix("train_")
-        models.append(LoadedModel(name, module, getattr(run, "preprocess", None), d))
+        meta = getattr(run, "meta", None)
+        models.append(LoadedModel(name, module, getattr(run, "preprocess", None), d,
+                                  dict(meta) if isinstance(meta, dict) else {}))
     return models
 
 
@@ -165,7 +178,7 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
 
         # 3. baselines --------------------------------------------------------------------------------
         try:
-            idx = split_idx if split_idx is not None else split_indices(data, seed)
+            idx = split_idx if split_idx is not None else (model_split(models, data) or split_indices(data, seed))
         except ImportError:
             idx = None
             res["notes"].append("baselines not run: moireu.ml.split_indices is not available")

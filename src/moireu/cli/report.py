@@ -56,15 +56,11 @@ def analyze_cmd(
     run_paths = list(runs or []) + list(extra_runs or [])
     models = load_models(find_model_runs(run_paths)) if run_paths else []
     info(f"analyze: {ds.n} samples {ds.images.shape[1]}×{ds.images.shape[2]}, {len(models)} model(s) → {out}")
-    idx = None
-    try:
-        from moireu.analysis.run import split_indices
+    from moireu.analysis.run import model_split, split_indices
 
-        idx = split_indices(ds, cfg.seed, cfg.train.val_fraction, cfg.train.test_fraction)
-    except ImportError:
-        info("analyze: moireu.ml.split_indices not available: baselines skipped")
-        idx = {}
-    res = analyze(ds, out, models, cfg.analysis, seed=cfg.seed, split_idx=idx or None)
+    # the split a trained model recorded; else the ML stage's split with this config's seed/fractions
+    idx = model_split(models, ds) or split_indices(ds, cfg.seed, cfg.train.val_fraction, cfg.train.test_fraction)
+    res = analyze(ds, out, models, cfg.analysis, seed=cfg.seed, split_idx=idx)
     c = res["crossover"]["combined"]
     info(f"analyze: wrote {Path(out) / 'analysis.json'} and {len(res['figures'])} figures")
     if c.get("U_c") is not None:
