@@ -24,6 +24,8 @@ def build(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running dask scheduler "
                                             "(tcp://host:8786); default: a LocalCluster on this machine"),
     workers: Optional[int] = typer.Option(None, "--workers", "-w", help="LocalCluster workers (0 = one per core)"),
+    threads: bool = typer.Option(False, "--threads", help="run the LocalCluster workers as threads of this "
+                                 "process (small builds, debugging; default: one process per worker)"),
     append: bool = typer.Option(False, "--append", help="add U values / fillings / held-out values to a store "
                                 "built with the same physics and image settings"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
@@ -50,7 +52,7 @@ def build(
     from moireu.data import build_dataset
 
     report = build_dataset(cfg, out, scheduler=scheduler, workers=workers, append=append,
-                           progress=not no_progress)
+                           processes=not threads, progress=not no_progress)
     for line in report.summary_lines():
         info(line)
     if as_json:

@@ -208,7 +208,7 @@ def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.nda
     for k in ("offset_x", "offset_y"):
         ds[k].attrs.update(units="Å")
     ds["rotation_deg"].attrs.update(units="deg")
-    ds["hf_gap"].attrs.update(units="eV", long_name="single-particle gap at E_F on the STM k-mesh")
+    ds["hf_gap"].attrs.update(units="eV", long_name="mean-field gap at E_F on the HF k-mesh")
     ds["hf_total_energy"].attrs.update(units="eV")
     return ds
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -95,19 +94,8 @@ def replace_path(tmp: Path, final: Path) -> None:
 
 _CACHE: dict[str, Any] = {}
 _LOCK = threading.Lock()
-
-
-def single_particle_gap(eigvals: np.ndarray, mu: float) -> float:
-    r"""Gap at the chemical potential on a k-mesh: :math:`\max(0, \min_{E>\mu} E - \max_{E\le\mu} E)` (eV).
-
-    ``eigvals`` holds every band energy on the mesh (any shape, both spins). Zero for a metal;
-    for an insulator the indirect gap resolved by the mesh (an upper bound of the true gap).
-    """
-    e = np.asarray(eigvals, float).ravel()
-    above, below = e[e > mu], e[e <= mu]
-    if above.size == 0 or below.size == 0:
-        return 0.0
-    return float(max(0.0, above.min() - below.max()))
+#: HDF5 (under netCDF4) is not thread-safe: serialise result I/O between threads of one worker
+_IO_LOCK = threading.RLock()
 
 
 class PhysicsBackend:
@@ -130,7 +118,7 @@ class PhysicsBackend:
                                   cutoff=lat.cutoff)
                 coulomb = CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
                                         fock_range=hf.fock_range, long_range=hf.long_range)
-                _CACHE[key] = HFSystem(model, kmesh=hf.kmesh, coulomb=coulomb)
+                _CACHE[key] = HFSystem(model, kmesh=hf.kmesh, coulomb=coulomb, backend=hf.backend)
             return _CACHE[key]
 
     def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
@@ -139,32 +127,26 @@ class PhysicsBackend:
 
         system = self.system(cfg)
         hf = cfg.hf.model_copy(update=hf_overrides)
-        warm_res = HFResult.load(warm) if warm is not None else None
-        t0 = time.perf_counter()
+        with _IO_LOCK:
+            warm_res = HFResult.load(warm, system=system) if warm is not None else None
         res = system.solve(U=point.U, filling=point.filling, kT=hf.kT, init=hf.init, seed=cfg.seed,
-                           tol=hf.tol, max_iter=hf.max_iter, mixer=hf.mixer, warm_start=warm_res,
-                           **_optional_solve_kwargs(system, hf))
-        seconds = time.perf_counter() - t0
-        tmp = out.with_name(f".{out.name}.tmp")
-        if tmp.is_dir():
-            shutil.rmtree(tmp)
-        res.save(tmp)
-        replace_path(tmp, out)
-        summ = dict(res.summary())
-        from moireu.lattice import kmesh as make_kmesh
-
-        kf, w = make_kmesh(system.model, cfg.stm.kmesh, trs=True)
-        eig = _eigenvalues(system, res, kf, w)
+                           mixer=hf.mixer, mixing_weight=hf.mixing_weight, mixing_history=hf.mixing_history,
+                           tol=hf.tol, energy_tol=hf.energy_tol, max_iter=hf.max_iter,
+                           init_amplitude=hf.init_amplitude, warm_start=warm_res,
+                           config=cfg.to_dict() | {"hf": hf.model_dump(mode="json")})
+        with _IO_LOCK:
+            res.save(out)  # atomic (temporary sibling + rename)
+        summ = res.summary()
         return {
             "converged": bool(res.converged),
             "iterations": int(res.iterations),
-            "seconds": float(summ.get("seconds", seconds)),
-            "fermi_level_eV": float(summ.get("fermi_level_eV", res.fermi_level)),
+            "seconds": float(summ["seconds"]),
+            "fermi_level_eV": float(summ["fermi_level_eV"]),
             "max_moment": float(summ["max_moment"]),
             "staggered_moment": float(summ["staggered_moment"]),
             "charge_spread": float(summ["charge_spread"]),
             "total_energy": float(res.total_energy),
-            "gap": single_particle_gap(eig, float(res.fermi_level)),
+            "gap": float(res.gap),
         }
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
@@ -174,7 +156,8 @@ class PhysicsBackend:
 
         system = self.system(cfg)
         model = system.model
-        res = HFResult.load(result)
+        with _IO_LOCK:
+            res = HFResult.load(result, system=system)
         st = cfg.stm
         biases = sorted({s.bias for s in specs})
         # unconverged solutions are rendered too: the store flags them (hf_converged = False)
@@ -199,22 +182,3 @@ class PhysicsBackend:
                 "patch_cells": st.patch_cells, "bias_reference": "E_F of each HF solution",
                 "offsets": "fractional (f1, f2) of the moiré vectors t1, t2, stored in Å"}
         return Rendered(np.stack(imgs), kx, ky, np.asarray(ox), np.asarray(oy), transform.to_dict(), info)
-
-
-def _optional_solve_kwargs(system: Any, hf: Any) -> dict[str, Any]:
-    """Mixer weight/history and energy tolerance, passed only if ``HFSystem.solve`` takes them."""
-    import inspect
-
-    params = inspect.signature(system.solve).parameters
-    out = {}
-    for name, value in (("mixing_weight", hf.mixing_weight), ("mixing_history", hf.mixing_history),
-                        ("energy_tol", hf.energy_tol), ("init_amplitude", hf.init_amplitude)):
-        if name in params:
-            out[name] = value
-    return out
-
-
-def _eigenvalues(system: Any, res: Any, k_frac: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """All mean-field band energies on a mesh, both spins (through the HF public API)."""
-    H = np.asarray(system.hamiltonian(res, k_frac))  # (nk, 2, N, N) or (2, N, N) for one k
-    return np.linalg.eigvalsh(H)

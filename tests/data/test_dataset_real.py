@@ -1,0 +1,125 @@
+"""End to end with the real physics (TBG i = 1, 28 atoms): CLI build killed with SIGKILL, resumed,
+reopened; metadata round-trips; info and export-png; bad input exits 2 without touching the store."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moireu.config import config_from_json, load_config
+from moireu.data import open_store
+from moireu.data.workdir import work_dir_for
+
+SETS = ["lattice.index=1", "dataset.U_values=[0.0, 5.0]", "dataset.heldout=4", "dataset.n_offsets=2",
+        "dataset.biases=[0.0]", "stm.n_pixels=16", "stm.patch_cells=2", "stm.kmesh=[2, 2]", "hf.kmesh=[2, 2]"]
+
+
+def cli(*args, wait=True, env_extra=None):
+    cmd = [sys.executable, "-c", "from moireu.cli import main; main()", *args]
+    env = os.environ | {"OMP_NUM_THREADS": "1"} | (env_extra or {})
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    if not wait:
+        return p
+    out, err = p.communicate(timeout=300)
+    return p.returncode, out.decode(), err.decode()
+
+
+def invoke(*args):
+    from typer.testing import CliRunner
+
+    from moireu.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def build_args(out, *extra):
+    args = ["dataset", "build", "--preset", "demo", "--out", str(out), "--workers", "2", "--no-progress"]
+    for s in SETS:
+        args += ["--set", s]
+    return args + list(extra)
+
+
+def test_build_kill_resume_reopen(tmp_path):
+    out = tmp_path / "ds.zarr"
+    p = cli(*build_args(out), wait=False)
+    solves = work_dir_for(out) / "solves"
+    t0 = time.time()
+    while not (solves.is_dir() and any(solves.glob("*.json"))):
+        assert p.poll() is None, p.stderr.read().decode()[-3000:]
+        assert time.time() - t0 < 240, "no solve committed"
+        time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGKILL)  # the driver and its dask workers, at once
+    p.wait()
+    assert not out.exists()
+    n_done = len(list(solves.glob("*.json")))
+    assert 1 <= n_done < 6
+    # resume: the same build (workers as threads this time: cheaper to start) finishes and skips
+    # what was committed
+    rc, stdout, err = cli(*build_args(out, "--json", "--threads"))
+    assert rc == 0, err[-3000:]
+    rep = json.loads(stdout)
+    assert rep["ok"] and rep["solves_total"] == 6 and rep["solves_skipped"] >= n_done
+    assert rep["solves_run"] == 6 - rep["solves_skipped"]
+    assert rep["store_samples"] == 6 * 2
+    ds = open_store(out)
+    # metadata round trip
+    cfg = load_config("demo", overrides=SETS)
+    assert config_from_json(ds.attrs["config"]) == cfg
+    from moireu.stm import ImageTransform
+
+    t = ImageTransform.from_dict(ds.attrs["image_transform"])
+    assert t.n_pixels == 16 and t.to_dict() == json.loads(ds.attrs["image_transform"])
+    np.testing.assert_allclose(ds["kx"].values, t.window.axes(16)[0])
+    assert ds["image"].shape == (12, 16, 16) and np.isfinite(ds["image"].values).all()
+    assert bool(ds["hf_converged"].all())
+    u0 = ds["U"].values == 0.0
+    assert np.all(ds["hf_max_moment"].values[u0] < 1e-6)  # no moment without interaction
+    held = ds["U"].values[ds["split"].values == "heldout"]
+    assert len(np.unique(held)) == 4 and np.all((held > 0) & (held < 5))
+    # same U, same bias → variations are different patches of the same solution
+    a, b = ds["image"].values[u0]
+    assert not np.array_equal(a, b)
+    # info and export
+    r = invoke("dataset", "info", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.stdout)
+    assert info["samples"] == 12 and info["splits"] == {"grid": 4, "heldout": 8}
+    assert info["config"]["lattice"]["index"] == 1 and info["git_commit"]
+    r = invoke("dataset", "info", str(out))
+    assert r.exit_code == 0 and "heldout" in r.stdout
+    r = invoke("dataset", "export-png", str(out), str(tmp_path / "png"), "--limit", "2")
+    assert r.exit_code == 0, r.output
+    assert sorted(f.name for f in (tmp_path / "png").iterdir())[-1] == "overview.png"
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--heldout", "-1"], "--heldout must be ≥ 0"),
+    (["--set", "dataset.U_values=[]"], "empty"),
+    (["--set", "dataset.U_values=[1.0, 1.0]"], "duplicate"),
+])
+def test_cli_bad_input(tmp_path, extra, msg):
+    out = tmp_path / "ds.zarr"
+    rc, _, err = cli(*build_args(out, *extra))
+    assert rc == 2 and msg in err and not out.exists()
+
+
+def test_cli_refuses_other_config(tmp_path):
+    from moireu.errors import InputError
+
+    out = tmp_path / "ds.zarr"
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0"))
+    assert r.exit_code == 0, r.output
+    before = open_store(out)["image"].values.copy()
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0", "--set", "stm.eta=0.01"))
+    assert isinstance(r.exception, InputError)
+    assert "different config" in str(r.exception) and "stm.eta" in str(r.exception)
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0", "--set", "stm.eta=0.01", "--append"))
+    assert isinstance(r.exception, InputError) and "must match" in str(r.exception)
+    np.testing.assert_array_equal(open_store(out)["image"].values, before)
+
