@@ -60,8 +60,12 @@ def open_dataset(path: str | Path):
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset store {str(path)!r} does not exist")
+    import warnings
+
     try:
-        ds = xr.open_zarr(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ds = xr.open_zarr(path, consolidated=None)
     except Exception as exc:  # zarr raises many kinds of errors for a corrupt store
         raise InputError(f"dataset store {str(path)!r} cannot be read as a Zarr store "
                          f"({type(exc).__name__}: {exc})") from None
@@ -95,7 +99,7 @@ def _attrs(ds) -> dict[str, Any]:
 
 def load_split(ds, which: str) -> StoreData:
     """Images and labels of ``which`` ∈ {``grid``, ``heldout``} samples (NaNs refused)."""
-    split = np.asarray(ds["split"].values).astype(str)
+    split = np.array([str(s) for s in np.asarray(ds["split"].values).tolist()])
     idx = np.flatnonzero(split == which)
     if idx.size == 0:
         raise InputError(f"the dataset has no {which!r} samples (split values present: "

@@ -1,0 +1,209 @@
+"""Evaluation of a trained run: metrics, per-U errors, coverage, plots and the robustness table.
+
+Metrics on n labelled images (U_i true, Û_i predicted, [L_i, H_i] the calibrated interval):
+
+* MAE = (1/n) Σ |Û_i − U_i|,  RMSE = √((1/n) Σ (Û_i − U_i)²)
+* R² = 1 − Σ (Û_i − U_i)² / Σ (U_i − Ū)²  (undefined, reported as NaN, when all U are equal)
+* coverage90 = (1/n) Σ 1[L_i ≤ U_i ≤ H_i] for the run's nominal level (0.9 by default)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from moireu.errors import InputError
+from moireu.ml.augment import augment as apply_augment
+from moireu.ml.augment import get_profile, profile_names
+from moireu.ml.data import StoreData, load_split, open_dataset, store_fingerprint, stratified_split
+from moireu.ml.predict import LoadedRun, load_run
+from moireu.ml.uncertainty import RunModel, interval_coverage
+from moireu.provenance import write_bytes_atomic, write_json_atomic
+
+__all__ = ["metrics", "evaluate_arrays", "select_split", "evaluate_run", "robustness_table", "format_table"]
+
+
+def metrics(y: np.ndarray, pred: np.ndarray, lower: np.ndarray | None = None,
+            upper: np.ndarray | None = None) -> dict[str, float]:
+    """MAE, RMSE, R², coverage (if an interval is given), n."""
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    err = pred - y
+    ss_tot = float(((y - y.mean()) ** 2).sum()) if y.size else 0.0
+    out = {"n": int(y.size), "mae": float(np.abs(err).mean()) if y.size else math.nan,
+           "rmse": float(np.sqrt((err**2).mean())) if y.size else math.nan,
+           "r2": 1.0 - float((err**2).sum()) / ss_tot if ss_tot > 0 else math.nan,
+           "bias": float(err.mean()) if y.size else math.nan}
+    if lower is not None and upper is not None:
+        out["coverage90"] = interval_coverage(y, lower, upper)
+        out["mean_interval_width"] = float(np.mean(np.asarray(upper) - np.asarray(lower))) if y.size else math.nan
+    return out
+
+
+def per_u(y: np.ndarray, pred: np.ndarray, lower: np.ndarray, upper: np.ndarray, decimals: int = 6) -> list[dict]:
+    """Errors grouped by the true U value."""
+    rows = []
+    keys = np.round(np.asarray(y, dtype=np.float64), decimals)
+    for u in np.unique(keys):
+        m = keys == u
+        e = pred[m] - y[m]
+        rows.append({"U": float(u), "n": int(m.sum()), "mae": float(np.abs(e).mean()),
+                     "rmse": float(np.sqrt((e**2).mean())), "mean_pred": float(pred[m].mean()),
+                     "coverage": interval_coverage(y[m], lower[m], upper[m])})
+    return rows
+
+
+def evaluate_arrays(model: RunModel, images: np.ndarray, U: np.ndarray, augment: str | None = None,
+                    seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
+    """Predict stored images (optionally corrupted by an augmentation profile) and score them.
+
+    Returns metrics (:func:`metrics`), ``per_U`` rows and the raw arrays (``pred``, ``lower``,
+    ``upper``, ``U``) as numpy arrays.
+    """
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if x.ndim == 3:
+        x = x[:, None]
+    if augment and augment != "clean":
+        get_profile(augment)
+        x = apply_augment(x, augment, torch.Generator().manual_seed(seed))
+    mu, lo, hi = (t.numpy().astype(np.float64) for t in model.predict(x, batch_size))
+    y = np.asarray(U, dtype=np.float64)
+    res = metrics(y, mu, lo, hi)
+    res["per_U"] = per_u(y, mu, lo, hi)
+    res["arrays"] = {"U": y, "pred": mu, "lower": lo, "upper": hi}
+    return res
+
+
+def select_split(ds, meta: dict[str, Any], split: str) -> tuple[StoreData, bool]:
+    """The ``test`` part of the grid samples (the training run's split) or the ``heldout`` samples.
+
+    Returns the data and whether the store is the one the run was trained on.
+    """
+    if split not in ("test", "heldout", "val", "train"):
+        raise InputError(f"--split must be test, heldout, val or train, got {split!r}")
+    same = store_fingerprint(ds) == meta.get("store")
+    shape = tuple(int(s) for s in ds["image"].shape[1:])
+    trained = tuple(meta["preprocess"]["image_shape"])
+    if shape != trained:
+        raise InputError(f"the checkpoint was trained on {trained[0]}×{trained[1]} images but the dataset holds "
+                         f"{shape[0]}×{shape[1]} images; evaluate on a store built with the same stm.n_pixels")
+    if split == "heldout":
+        return load_split(ds, "heldout"), same
+    grid = load_split(ds, "grid")
+    sp = meta["split"]
+    tr, va, te = stratified_split(grid.U, tuple(sp["fractions"]), seed=sp["seed"])
+    p = {"train": tr, "val": va, "test": te}[split]
+    return StoreData(grid.images[p], grid.U[p], grid.index[p], grid.attrs), same
+
+
+def _fig_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_parity_residual(res: dict[str, Any], run_dir: Path, tag: str, title: str) -> list[Path]:
+    """Parity (Û vs U with intervals) and residual (Û − U vs U) PNGs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = res["arrays"]
+    y, p, lo, hi = a["U"], a["pred"], a["lower"], a["upper"]
+    lim = [min(y.min(), p.min()) - 0.2, max(y.max(), p.max()) + 0.2]
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.errorbar(y, p, yerr=[p - lo, hi - p], fmt="o", ms=2.5, lw=0.4, alpha=0.5, capsize=0)
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set_xlim(lim)
+    ax.set_ylim(lim)
+    ax.set_xlabel("true U (eV)")
+    ax.set_ylabel("predicted U (eV)")
+    ax.set_title(f"{title}\nMAE {res['mae']:.3f} eV · R² {res['r2']:.3f} · cov {res['coverage90']:.2f}", fontsize=8)
+    fig.tight_layout()
+    p1 = write_bytes_atomic(run_dir / f"parity_{tag}.png", _fig_png(fig))
+    fig, ax = plt.subplots(figsize=(5.0, 3.2))
+    ax.scatter(y, p - y, s=6, alpha=0.6)
+    ax.axhline(0, color="k", lw=0.8)
+    rows = res["per_U"]
+    ax.plot([r["U"] for r in rows], [r["mean_pred"] - r["U"] for r in rows], "r-", lw=1, label="mean per U")
+    ax.set_xlabel("true U (eV)")
+    ax.set_ylabel("residual Û − U (eV)")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    p2 = write_bytes_atomic(run_dir / f"residual_{tag}.png", _fig_png(fig))
+    return [p1, p2]
+
+
+def evaluate_run(run_dir: str | Path, data: str | Path, split: str = "test", augment: str | None = None,
+                 seed: int = 0, write: bool = True) -> dict[str, Any]:
+    """Evaluate a run on a split of a store; writes ``eval_<split>[_<profile>].json`` + plots into the run.
+
+    Returns the JSON-able result (keys ``mae``, ``rmse``, ``r2``, ``coverage90``, ``n``,
+    ``per_U``, ``split``, ``augment``, ``model``, ``recipe``, ``same_store``).
+    """
+    run = load_run(run_dir)
+    ds = open_dataset(data)
+    sel, same = select_split(ds, run.meta, split)
+    res = evaluate_arrays(run.model, sel.images, sel.U, augment=augment, seed=seed)
+    tag = split if not augment or augment == "clean" else f"{split}_{augment}"
+    out = {k: v for k, v in res.items() if k != "arrays"}
+    out |= {"split": split, "augment": augment or "clean", "model": run.meta["model"],
+            "recipe": run.meta["recipe"]["name"], "ensemble": len(run.model.members), "same_store": same,
+            "nominal_coverage": 1.0 - run.model.alpha}
+    if write and Path(run_dir).is_dir():
+        rd = Path(run_dir)
+        plot_parity_residual(res, rd, tag, f"{run.meta['model']} ({run.meta['recipe']['name']}) · {tag}")
+        write_json_atomic(rd / f"eval_{tag}.json", out)
+    return out
+
+
+def robustness_table(runs: dict[str, LoadedRun | str | Path], images: np.ndarray, U: np.ndarray,
+                     profiles: Iterable[str] | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Each model evaluated on each augmentation profile (same corrupted images for every model).
+
+    Parameters
+    ----------
+    runs : dict
+        Name → loaded run (or run directory).
+    images, U : arrays
+        Stored images ``(n, H, W)`` and labels.
+    profiles : iterable of str, optional
+        Defaults to all profiles (``clean``, ``mild``, ``symb``, ``noisy``).
+
+    Returns
+    -------
+    list of dict
+        One row per (model, profile): ``model``, ``profile``, ``mae``, ``rmse``, ``r2``, ``coverage90``, ``n``.
+    """
+    rows = []
+    for name, run in runs.items():
+        lr = run if isinstance(run, LoadedRun) else load_run(run)
+        for prof in profiles or profile_names():
+            r = evaluate_arrays(lr.model, images, U, augment=prof, seed=seed)
+            rows.append({"model": name, "profile": prof, **{k: r[k] for k in ("mae", "rmse", "r2", "coverage90", "n")}})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]], cols: tuple[str, ...] = ("mae", "rmse", "r2", "coverage90")) -> str:
+    """Plain-text table: models as rows, profile × metric as columns."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    profs = list(dict.fromkeys(r["profile"] for r in rows))
+    head = f"{'model':<20}" + "".join(f"{p + ':' + c:>18}" for p in profs for c in cols)
+    lines = [head, "-" * len(head)]
+    for m in models:
+        cells = []
+        for p in profs:
+            r = next((r for r in rows if r["model"] == m and r["profile"] == p), None)
+            cells += [f"{(r[c] if r else math.nan):>18.4f}" for c in cols]
+        lines.append(f"{m:<20}" + "".join(cells))
+    return "\n".join(lines)

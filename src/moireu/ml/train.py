@@ -1,0 +1,473 @@
+"""Training: recipes, the seeded deterministic loop, deep ensembles, checkpoints and resuming.
+
+Two recipes share one loop:
+
+``paper`` (the reference recipe, reproduced): images at the stored size, each divided by its
+L2 norm; raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32, cosine learning-rate decay,
+gradient-norm clipping at 1.0, dropout 0.2, early stopping with patience 10 on the validation
+loss, predictions clamped at U ≥ 0; one network, no augmentation.
+
+``ours`` (default): images area-downsampled to ``input_size`` (CPU time), per-image z-score then
+global standardisation (training-split statistics), targets standardised
+``t = (U − mean U_train) / std U_train``, Huber loss (δ = 1 in standardised units), the
+``augment`` profile on the fly, CoordConv input channels for the CNN, and a deep ensemble of
+``ensemble`` members whose spread feeds split-conformal intervals (:mod:`moireu.ml.uncertainty`).
+Learning rate, weight decay, epochs, patience, clipping come from the config.
+
+The loop is a plain torch loop over in-memory tensors: every random draw (initialisation,
+shuffling, augmentation, dropout) comes from seeded generators, and
+``torch.use_deterministic_algorithms(True)`` is on, so two runs with one seed give identical
+weights on CPU. After every epoch the full state (weights, optimiser, scheduler, generators,
+best weights, history, finished members) is written atomically to ``RUN/last.pt``; a rerun of
+the same command resumes from it. The final ``RUN/checkpoint.pt`` holds everything prediction
+needs (:func:`moireu.ml.predict.load_run`).
+
+The cosine schedule (Loshchilov & Hutter, ICLR 2017) is stepped per batch:
+``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))`` with ``lr_min = lr/100``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from moireu.errors import InputError
+from moireu.ml.augment import augment as apply_augment
+from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, store_fingerprint, stratified_split
+from moireu.ml.models import create_model
+from moireu.ml.uncertainty import RunModel, calibrate
+from moireu.provenance import provenance, write_bytes_atomic, write_json_atomic
+
+__all__ = ["Recipe", "resolve_recipe", "fit_ensemble", "train_run", "save_torch_atomic", "seed_everything",
+           "FORMAT"]
+
+FORMAT = "moireu-ml-1"
+_DEFAULT_WIDTH = {"fc": 256, "cnn": 16, "resnet18": 64}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting of one training run (resolved from :class:`moireu.config.TrainConfig`)."""
+
+    name: str
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    grad_clip: float = 1.0
+    loss: str = "mse"
+    per_image: str = "l2"
+    standardise_inputs: bool = False
+    standardise_targets: bool = False
+    clamp_min: float | None = 0.0
+    augment: str = "clean"
+    ensemble: int = 1
+    input_size: int = 0
+    retrain_full: bool = False
+    coverage: float = 0.9
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_recipe(tc: Any) -> Recipe:
+    """The concrete :class:`Recipe` of a ``TrainConfig`` (``tc.recipe`` ∈ {``paper``, ``ours``}).
+
+    ``paper`` pins everything the reference fixed (lr, batch, dropout, weight decay, loss, clipping,
+    patience, L2 features, clamp, no augmentation, one member, full image size); it takes only
+    ``model``, ``epochs``, ``retrain_full`` and ``coverage`` from the config.
+    """
+    width = tc.width or _DEFAULT_WIDTH[tc.model]
+    if tc.recipe == "paper":
+        kw: dict[str, Any] = {"dropout": 0.2}
+        if tc.model == "cnn":
+            kw |= {"width": tc.width or 32}
+        elif tc.model == "fc":
+            kw |= {"hidden": (width, width // 4)}
+        else:
+            kw |= {"width": width}
+        return Recipe(name="paper", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=32, lr=1e-3,
+                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="l2",
+                      standardise_inputs=False, standardise_targets=False, clamp_min=0.0, augment="clean",
+                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage)
+    kw = {"dropout": tc.dropout}
+    if tc.model == "cnn":
+        kw |= {"width": width, "coord_channels": tc.coord_channels}
+    elif tc.model == "fc":
+        kw |= {"hidden": (width, max(width // 4, 8))}
+    else:
+        kw |= {"width": width}
+    return Recipe(name="ours", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=tc.batch_size,
+                  lr=tc.lr, weight_decay=tc.weight_decay, patience=tc.patience, grad_clip=tc.grad_clip,
+                  loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
+                  clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
+                  retrain_full=tc.retrain_full, coverage=tc.coverage)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch, and ask torch for deterministic kernels."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def save_torch_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through an in-memory buffer and an atomic rename."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def _loss_fn(name: str) -> nn.Module:
+    return {"mse": nn.MSELoss(), "huber": nn.HuberLoss(delta=1.0), "l1": nn.L1Loss()}[name]
+
+
+def _build(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
+    kw = dict(recipe.model_kwargs)
+    if recipe.model == "fc":
+        kw["image_size"] = image_shape
+    return create_model(recipe.model, **kw)
+
+
+def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@torch.no_grad()
+def _predict_z(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch: int = 256) -> torch.Tensor:
+    model.eval()
+    out = [model(prep.normalise(x[i:i + batch])) for i in range(0, x.shape[0], batch)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+@dataclass
+class _MemberState:
+    """Resumable state of the member being trained."""
+
+    member: int
+    epoch: int = 0
+    phase: str = "fit"  # "fit" (early-stopped on val) or "retrain" (train+val, fixed epochs)
+    best_val: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+                  xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor | None, yva: torch.Tensor | None,
+                  prep: Preprocess, recipe: Recipe, st: _MemberState, n_epochs: int, y_std: float,
+                  save: Callable[[nn.Module, dict | None], None], best_holder: dict,
+                  progress: bool, desc: str, callback: Callable[[dict], None] | None) -> None:
+    """Run epochs ``st.epoch .. n_epochs−1`` (early stopping when a validation set is given)."""
+    from tqdm.auto import tqdm
+
+    loss_fn = _loss_fn(recipe.loss)
+    n = xtr.shape[0]
+    bs = min(recipe.batch_size, n)
+    bar = tqdm(total=n_epochs, initial=st.epoch, desc=desc, unit="epoch", disable=not progress, leave=False,
+               dynamic_ncols=True)
+    try:
+        while st.epoch < n_epochs:
+            t0 = time.perf_counter()
+            model.train()
+            perm = torch.randperm(n, generator=gen)
+            tot, seen = 0.0, 0
+            for i in range(0, n, bs):
+                idx = perm[i:i + bs]
+                if idx.numel() < 2:  # batch norm needs two samples
+                    continue
+                xb = xtr[idx]
+                if recipe.augment != "clean":
+                    xb = apply_augment(xb, recipe.augment, gen)
+                xb = prep.normalise(xb)
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(xb), ytr[idx])
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss.item()} at epoch {st.epoch}")
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                opt.step()
+                sched.step()
+                tot += loss.item() * idx.numel()
+                seen += idx.numel()
+            rec = {"epoch": st.epoch, "train_loss": tot / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - t0}
+            improved = False
+            if xva is not None:
+                pz = _predict_z(model, xva, prep)
+                val_loss = float(loss_fn(pz, yva))
+                rec |= {"val_loss": val_loss, "val_mae_eV": float((pz - yva).abs().mean()) * y_std}
+                if val_loss < st.best_val - 1e-12:
+                    st.best_val, st.best_epoch, st.bad_epochs = val_loss, st.epoch, 0
+                    best_holder["state"] = _state_cpu(model)
+                    improved = True
+                else:
+                    st.bad_epochs += 1
+            else:
+                best_holder["state"] = _state_cpu(model)
+                st.best_epoch = st.epoch
+            st.history.append(rec)
+            st.epoch += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("train_loss", "val_loss", "val_mae_eV")})
+            stop = xva is not None and st.bad_epochs >= recipe.patience
+            save(model, {"improved": improved})
+            if callback is not None:
+                callback({"member": st.member, "phase": st.phase, **rec})
+            if stop:
+                break
+    finally:
+        bar.close()
+
+
+def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0, *,
+                 state_path: str | Path | None = None, resume: bool = True, progress: bool = True,
+                 callback: Callable[[dict], None] | None = None,
+                 meta: dict[str, Any] | None = None) -> tuple[RunModel, dict[str, Any]]:
+    """Train ``recipe.ensemble`` members on ``train``, early-stop and calibrate on ``val``.
+
+    Parameters
+    ----------
+    train, val : StoreData
+        Images ``(n, H, W)`` and labels (eV).
+    recipe : Recipe
+    seed : int
+        Member k uses seed ``seed + 1000 k`` for initialisation, shuffling, augmentation, dropout.
+    state_path : path, optional
+        Where the per-epoch resumable state is written (``last.pt``); resumed from when present.
+    callback : callable, optional
+        Called after every epoch with the epoch record (may raise to stop training).
+
+    Returns
+    -------
+    (RunModel, info)
+        The calibrated ensemble and a JSON-able dict (history, best epochs, calibration, timing).
+    """
+    if train.image_shape != val.image_shape:
+        raise InputError(f"train/val image shapes differ: {train.image_shape} vs {val.image_shape}")
+    seed_everything(seed)
+    prep = Preprocess(train.image_shape, recipe.input_size, recipe.per_image)
+    xtr = prep.resize(torch.from_numpy(train.images))
+    xva = prep.resize(torch.from_numpy(val.images))
+    if recipe.standardise_inputs:
+        prep.fit(xtr)
+    y_mean = float(train.U.mean()) if recipe.standardise_targets else 0.0
+    y_std = float(train.U.std()) if recipe.standardise_targets else 1.0
+    if y_std <= 0:
+        y_std = 1.0
+    ytr = torch.from_numpy((train.U - y_mean) / y_std).float()
+    yva = torch.from_numpy((val.U - y_mean) / y_std).float()
+    signature = {"recipe": recipe.to_dict(), "seed": seed, "n_train": int(xtr.shape[0]),
+                 "n_val": int(xva.shape[0]), "meta": meta or {}}
+
+    finished: list[dict[str, torch.Tensor]] = []
+    val_preds: list[list[float]] = []
+    member_info: list[dict[str, Any]] = []
+    resume_blob: dict[str, Any] | None = None
+    state_path = Path(state_path) if state_path is not None else None
+    if state_path is not None and resume and state_path.exists():
+        try:
+            blob = torch.load(state_path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise InputError(f"cannot resume: {str(state_path)!r} is unreadable ({type(exc).__name__}: {exc}); "
+                             "delete it or rerun with --force") from None
+        if blob.get("signature") != signature:
+            raise InputError(f"cannot resume from {str(state_path)!r}: it was written by a run with other "
+                             "settings or data; rerun with --force to start afresh")
+        finished, val_preds, member_info = blob["finished"], blob["val_preds"], blob["member_info"]
+        resume_blob = blob.get("current")
+
+    t_start = time.perf_counter()
+    for k in range(len(finished), recipe.ensemble):
+        mseed = seed + 1000 * k
+        torch.manual_seed(mseed)
+        model = _build(recipe, prep.out_shape)
+        gen = torch.Generator().manual_seed(mseed)
+        st = _MemberState(member=k)
+        best: dict[str, Any] = {"state": None}
+        pre_retrain: dict[str, Any] = {}
+
+        def make_opt(m: nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
+            opt = torch.optim.Adam(m.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+            n_batches = max(1, math.ceil(xtr.shape[0] / min(recipe.batch_size, xtr.shape[0])))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches, eta_min=recipe.lr / 100)
+            return opt, sched
+
+        opt, sched = make_opt(model, recipe.epochs)
+        if resume_blob is not None and resume_blob["member"] == k:
+            st = _MemberState(**resume_blob["st"])
+            pre_retrain = resume_blob.get("pre_retrain", {})
+            if st.phase == "retrain":
+                n_ep = pre_retrain["best_epoch"] + 1
+                opt, sched = make_opt(model, n_ep)
+            model.load_state_dict(resume_blob["model"])
+            opt.load_state_dict(resume_blob["opt"])
+            sched.load_state_dict(resume_blob["sched"])
+            gen.set_state(resume_blob["gen"])
+            torch.set_rng_state(resume_blob["torch_rng"])
+            best["state"] = resume_blob["best"]
+            resume_blob = None
+
+        def save(m: nn.Module, _info: dict | None) -> None:
+            if state_path is None:
+                return
+            cur = {"member": k, "st": asdict(st), "model": _state_cpu(m), "opt": opt.state_dict(),
+                   "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                   "best": best["state"], "pre_retrain": pre_retrain}
+            save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
+                               "member_info": member_info, "current": cur}, state_path)
+
+        desc = f"member {k + 1}/{recipe.ensemble}"
+        if st.phase == "fit":
+            _train_epochs(model, opt, sched, gen, xtr, ytr, xva, yva, prep, recipe, st, recipe.epochs, y_std,
+                          save, best, progress, desc, callback)
+            model.load_state_dict(best["state"])
+            pz = _predict_z(model, xva, prep)
+            pre_retrain = {"val_pred": (pz * y_std + y_mean).tolist(), "best_epoch": st.best_epoch,
+                           "best_val": st.best_val, "history": st.history}
+            if recipe.retrain_full:
+                torch.manual_seed(mseed + 1)
+                model = _build(recipe, prep.out_shape)
+                gen = torch.Generator().manual_seed(mseed + 1)
+                opt, sched = make_opt(model, st.best_epoch + 1)
+                st = _MemberState(member=k, phase="retrain")
+                best = {"state": None}
+        if st.phase == "retrain":
+            xall, yall = torch.cat([xtr, xva]), torch.cat([ytr, yva])
+            _train_epochs(model, opt, sched, gen, xall, yall, None, None, prep, recipe, st,
+                          pre_retrain["best_epoch"] + 1, y_std, save, best, progress, desc + " (train+val)", callback)
+            model.load_state_dict(best["state"])
+        finished.append(_state_cpu(model))
+        val_preds.append(pre_retrain["val_pred"])
+        member_info.append({"member": k, "seed": mseed, "best_epoch": pre_retrain["best_epoch"],
+                            "best_val_loss": pre_retrain["best_val"], "history": pre_retrain["history"],
+                            "retrain_history": st.history if recipe.retrain_full else []})
+        if state_path is not None:
+            save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
+                               "member_info": member_info, "current": None}, state_path)
+
+    cal = calibrate(np.asarray(val_preds), val.U, alpha=1.0 - recipe.coverage)
+    members = []
+    for sd in finished:
+        m = _build(recipe, prep.out_shape)
+        m.load_state_dict(sd)
+        m.eval()
+        members.append(m)
+    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min, cal["q"], cal["sigma0"], cal["alpha"])
+    mu = np.asarray(val_preds).mean(0)
+    info = {"members": member_info, "calibration": cal, "train_seconds": time.perf_counter() - t_start,
+            "target": {"mean": y_mean, "std": y_std},
+            "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0])}
+    return run, info
+
+
+def checkpoint_dict(run: RunModel, recipe: Recipe, info: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Everything :func:`moireu.ml.predict.load_run` needs, as plain types + tensors."""
+    return {
+        "format": FORMAT,
+        "model": recipe.model,
+        "model_kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in recipe.model_kwargs.items()},
+        "recipe": recipe.to_dict(),
+        "preprocess": run.prep.spec(),
+        "target": {"mean": float(run.y_mean), "std": float(run.y_std), "clamp_min": run.clamp_min},
+        "conformal": info["calibration"],
+        "members": [_state_cpu(m) for m in run.members],
+        "info": {k: v for k, v in info.items() if k != "calibration"},
+        **extra,
+    }
+
+
+def plot_curves(info: dict[str, Any], path: str | Path, title: str = "") -> Path:
+    """Training/validation loss per epoch for every member (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for mi in info["members"]:
+        h = mi["history"]
+        ep = [r["epoch"] + 1 for r in h]
+        (line,) = axes[0].plot(ep, [r["train_loss"] for r in h], lw=1, label=f"train m{mi['member']}")
+        axes[0].plot(ep, [r.get("val_loss", np.nan) for r in h], lw=1, ls="--", color=line.get_color(),
+                     label=f"val m{mi['member']}")
+        axes[0].axvline(mi["best_epoch"] + 1, color=line.get_color(), lw=0.5, alpha=0.5)
+        axes[1].plot(ep, [r.get("val_mae_eV", np.nan) for r in h], lw=1, color=line.get_color())
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_ylabel("loss")
+    axes[0].legend(fontsize=6, ncol=2)
+    axes[1].set_xlabel("epoch")
+    axes[1].set_ylabel("validation MAE (eV)")
+    axes[1].set_yscale("log")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = True, progress: bool = True,
+              callback: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train on a dataset store and write a run directory.
+
+    Writes ``out/checkpoint.pt`` (final), ``out/last.pt`` (resumable state, removed on success),
+    ``out/curves.png``, ``out/train.json`` (summary). The caller stores config + provenance.
+
+    Parameters
+    ----------
+    data : path
+        Dataset store (see ``docs/ARCHITECTURE.md``).
+    out : path
+        Run directory.
+    cfg : moireu.config.MoireuConfig
+        Resolved configuration; ``cfg.train`` drives the recipe, ``cfg.seed`` every random choice.
+    """
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    recipe = resolve_recipe(tc)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(data)
+    grid = load_split(ds, "grid")
+    fr = (1.0 - tc.val_fraction - tc.test_fraction, tc.val_fraction, tc.test_fraction)
+    tr, va, te = stratified_split(grid.U, fr, seed=cfg.seed)
+    sub = lambda p: StoreData(grid.images[p], grid.U[p], grid.index[p], grid.attrs)  # noqa: E731
+    train, val = sub(tr), sub(va)
+    fp = store_fingerprint(ds)
+    run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, state_path=out / "last.pt", resume=resume,
+                             progress=progress, callback=callback, meta={"store": fp})
+    extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
+             "split": {"seed": cfg.seed, "fractions": list(fr), "train": grid.index[tr].tolist(),
+                       "val": grid.index[va].tolist(), "test": grid.index[te].tolist()},
+             "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
+    save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")
+    plot_curves(info, out / "curves.png", f"{recipe.model} · recipe {recipe.name} · K={recipe.ensemble}")
+    summary = {"model": recipe.model, "recipe": recipe.to_dict(), "n_train": info["n_train"], "n_val": info["n_val"],
+               "n_test": int(te.size), "val_mae": info["val_mae"], "calibration": info["calibration"],
+               "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
+               "epochs_run": [len(m["history"]) for m in info["members"]]}
+    write_json_atomic(out / "train.json", summary)
+    (out / "last.pt").unlink(missing_ok=True)
+    return summary
+
+
+def with_overrides(recipe: Recipe, **kw: Any) -> Recipe:
+    """A copy of a recipe with some fields replaced (for sweeps and tests)."""
+    return replace(recipe, **kw)
