@@ -1,0 +1,106 @@
+"""Model registry: shapes, layouts, Grad-CAM layer names, an overfit check."""
+
+import pytest
+import torch
+
+from moireu.errors import InputError
+from moireu.ml import augment, create_model, gradcam_module, profile_names
+from moireu.ml.models import BasicBlock, ResNet18
+
+
+@pytest.mark.parametrize("name,kw", [("fc", {"image_size": (32, 32)}), ("cnn", {"width": 4}),
+                                     ("cnn", {"width": 4, "coord_channels": True}), ("resnet18", {"width": 8})])
+def test_shapes_and_gradcam_layer(name, kw):
+    torch.manual_seed(0)
+    m = create_model(name, **kw)
+    y = m(torch.randn(3, 1, 32, 32))
+    assert y.shape == (3,) and y.dtype == torch.float32
+    layer = gradcam_module(m)
+    if name == "fc":
+        assert layer is None
+    else:
+        acts = {}
+        layer.register_forward_hook(lambda mod, i, o: acts.setdefault("a", o))
+        m(torch.randn(2, 1, 32, 32))
+        assert acts["a"].ndim == 4  # a conv feature map
+
+
+def test_resnet18_layout_matches_reference_parameter_count():
+    # torchvision's resnet18 has 11,689,512 parameters with a 3-channel stem and a 1000-way fc;
+    # ours: stem 1×64×7×7 instead of 3×64×7×7 (−6272) and fc 512→1 instead of 512→1000 (−512,487).
+    m = ResNet18(width=64)
+    n = sum(p.numel() for p in m.parameters())
+    assert n == 11_689_512 - 2 * 64 * 49 - (512 * 1000 + 1000) + (512 + 1)
+    blocks = [b for b in m.modules() if isinstance(b, BasicBlock)]
+    assert len(blocks) == 8
+    assert [b.downsample is not None for b in blocks] == [False, False, True, False, True, False, True, False]
+    assert m(torch.randn(2, 1, 64, 64)).shape == (2,)
+
+
+def test_cnn_has_four_blocks_of_two_convs():
+    m = create_model("cnn", width=8)
+    convs = [x for x in m.features.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert len(m.features) == 4 and len(convs) == 8
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 64, 64]
+
+
+def test_bad_names_and_options():
+    with pytest.raises(InputError, match="unknown model"):
+        create_model("vgg")
+    with pytest.raises(InputError, match="takes no option"):
+        create_model("cnn", depth=3)
+    with pytest.raises(InputError, match="built for"):
+        create_model("fc", image_size=(16, 16))(torch.randn(1, 1, 32, 32))
+    with pytest.raises(InputError, match=r"\(n, 1, H, W\)"):
+        create_model("cnn")(torch.randn(1, 2, 32, 32))
+
+
+def test_cnn_overfits_a_handful_of_images():
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 16, 16)
+    y = torch.linspace(-1, 1, 8)
+    m = create_model("cnn", width=8, dropout=0.0, coord_channels=True)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = ((m(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        # BN running stats (eval mode) differ slightly from batch stats; the fit must still be tight
+        assert float(((m(x) - y) ** 2).mean()) < 0.02
+
+
+@pytest.mark.parametrize("profile", profile_names())
+def test_augment_profiles_deterministic_and_shape(profile):
+    x = torch.randn(4, 1, 24, 24)
+    a = augment(x, profile, torch.Generator().manual_seed(1))
+    b = augment(x, profile, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and torch.isfinite(a).all()
+    if profile == "clean":
+        assert torch.equal(a, x)
+    else:
+        assert not torch.allclose(a, x)
+
+
+def test_scan_lines_land_on_kx_zero_column_and_strain_breaks_symmetry():
+    from moireu.ml.augment import AugmentProfile
+
+    x = torch.zeros(2, 1, 17, 17)
+    y = augment(x, AugmentProfile("lines", scan_lines=1.0), torch.Generator().manual_seed(0))
+    # only the k_x = 0 column (index 8 of an odd grid) receives scan-line weight
+    mask = torch.ones(17, dtype=torch.bool)
+    mask[8] = False
+    assert (y[..., mask] == 0).all() and (y[..., 8] > 0).any()
+    # a centrosymmetric hexagon of peaks stays symmetric under 180° rotation without strain, not with it
+    k = torch.linspace(-1, 1, 33)
+    ky, kx = torch.meshgrid(k, k, indexing="ij")
+    img = sum(torch.exp(-((kx - 0.6 * torch.cos(torch.tensor(a))) ** 2 + (ky - 0.6 * torch.sin(torch.tensor(a))) ** 2) / 0.005)
+              for a in [j * 3.14159265 / 3 for j in range(6)])[None, None]
+    s = augment(img, AugmentProfile("s", strain=0.05), torch.Generator().manual_seed(3))
+    rot60 = lambda t: torch.rot90(t, 2, dims=(2, 3))  # noqa: E731
+    assert torch.allclose(s, rot60(s), atol=1e-3)  # inversion symmetry survives a linear strain
+    radius = lambda t: float((t[0, 0] * (kx**2 + ky**2).sqrt()).sum() / t[0, 0].sum())  # noqa: E731
+    peaks_x = s[0, 0, 16, :]  # a row through the centre: strain moves the peaks along it
+    assert abs(radius(s) - radius(img)) > 1e-3 or not torch.allclose(peaks_x, img[0, 0, 16, :], atol=1e-2)

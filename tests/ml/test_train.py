@@ -1,0 +1,179 @@
+"""Training on a tiny synthetic store: split, determinism, resume, checkpoint round trip, conformal."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_store
+from moireu.config import load_config
+from moireu.errors import InputError
+from moireu.ml import (calibrate, conformal_quantile, evaluate_run, load_run, open_dataset, predict_tensor,
+                       resolve_recipe, stratified_split, train_run)
+from moireu.ml.data import Preprocess, load_split
+
+FAST = ["train.epochs=3", "train.width=4", "train.input_size=16", "train.ensemble=2", "train.batch_size=8"]
+
+
+def cfg_for(*extra, recipe="ours", model="cnn"):
+    return load_config("demo", None, FAST + [f'train.recipe="{recipe}"', f'train.model="{model}"', *extra])
+
+
+def test_stratified_split_is_seeded_and_stratified():
+    U = np.repeat(np.arange(5.0), 10)
+    a = stratified_split(U, (0.6, 0.2, 0.2), seed=3)
+    b = stratified_split(U, (0.6, 0.2, 0.2), seed=3)
+    c = stratified_split(U, (0.6, 0.2, 0.2), seed=4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[2], c[2])
+    tr, va, te = a
+    assert len(set(tr) | set(va) | set(te)) == 50 and len(tr) == 30 and len(va) == 10 and len(te) == 10
+    for u in range(5):  # every U value appears 6/2/2 times
+        assert [int((U[p] == u).sum()) for p in a] == [6, 2, 2]
+    with pytest.raises(InputError, match="at least 3 images per U"):
+        stratified_split(np.array([0.0, 1.0]), (0.6, 0.2, 0.2))
+
+
+def test_conformal_quantile_known_answer_and_coverage():
+    assert conformal_quantile(np.arange(1, 10), 0.1) == 9.0  # ceil(10·0.9) = 9th smallest
+    assert conformal_quantile(np.arange(1, 20), 0.1) == 18.0  # ceil(20·0.9) = 18
+    assert math.isinf(conformal_quantile(np.arange(1, 5), 0.1))
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=4000)
+    cal = calibrate(np.zeros((1, 2000)), y[:2000], alpha=0.1)
+    assert abs(cal["q"] - 1.645) < 0.1  # the 90 % two-sided normal quantile
+    cover = np.mean(np.abs(y[2000:]) <= cal["q"] * cal["sigma0"])
+    assert 0.87 < cover < 0.93
+
+
+def test_preprocess_standardises_on_train_stats():
+    x = torch.randn(10, 1, 32, 32) * 3 + 2
+    p = Preprocess((32, 32), input_size=16, per_image="zscore")
+    z = p.resize(x)
+    assert z.shape == (10, 1, 16, 16)
+    torch.testing.assert_close(z.mean(), x.mean(), atol=1e-5, rtol=0)  # area averaging keeps the mean
+    p.fit(z)
+    out = p.normalise(z)
+    assert abs(float(out.mean())) < 1e-5 and abs(float(out.std()) - 1) < 1e-4
+    with pytest.raises(InputError, match="does not match"):
+        p(torch.randn(2, 1, 24, 24))
+
+
+def test_train_is_deterministic_and_checkpoint_round_trips(store, tmp_path):
+    cfg = cfg_for()
+    s1 = train_run(store, tmp_path / "a", cfg, progress=False)
+    s2 = train_run(store, tmp_path / "b", cfg, progress=False)
+    ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert len(ca["members"]) == 2
+    for ma, mb in zip(ca["members"], cb["members"]):
+        for k in ma:
+            assert torch.equal(ma[k], mb[k]), k
+    assert s1["val_mae"] == s2["val_mae"]
+    assert (tmp_path / "a" / "curves.png").stat().st_size > 1000
+    assert not (tmp_path / "a" / "last.pt").exists()
+    # normalisation stats live in the checkpoint, computed on the training split only
+    ds = open_dataset(store)
+    grid = load_split(ds, "grid")
+    tr = np.array([np.flatnonzero(grid.index == i)[0] for i in ca["split"]["train"]])
+    assert ca["target"]["mean"] == pytest.approx(grid.U[tr].mean())
+    assert len(set(ca["split"]["train"]) & set(ca["split"]["test"])) == 0
+    # round trip: the reloaded model gives the predictions the training-time model gave
+    model, meta, prep = load_run(tmp_path / "a")
+    assert meta["recipe"]["name"] == "ours" and prep.image_shape == (32, 32)
+    x = torch.from_numpy(grid.images[:5])[:, None]
+    mu, lo, hi = predict_tensor(model, x)
+    mu2, _, _ = predict_tensor(load_run(tmp_path / "b").model, x)
+    torch.testing.assert_close(mu, mu2, rtol=0, atol=0)
+    assert (lo <= mu).all() and (mu <= hi).all()
+    assert model.gradcam_layer == "members.0.features.3"
+    assert model.get_submodule(model.gradcam_layer) is not None
+
+
+def test_interrupted_training_resumes_to_identical_weights(store, tmp_path):
+    cfg = cfg_for("train.ensemble=2", "train.epochs=3")
+    train_run(store, tmp_path / "full", cfg, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def bomb(rec):
+        if rec["member"] == 1 and rec["epoch"] == 0:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_run(store, tmp_path / "cut", cfg, progress=False, callback=bomb)
+    assert (tmp_path / "cut" / "last.pt").exists() and not (tmp_path / "cut" / "checkpoint.pt").exists()
+    with pytest.raises(InputError, match="resume"):
+        load_run(tmp_path / "cut")
+    seen = []
+    train_run(store, tmp_path / "cut", cfg, progress=False, callback=lambda r: seen.append((r["member"], r["epoch"])))
+    assert seen[0] == (1, 1)  # picked up after the last finished epoch
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["members"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["members"]
+    for ma, mb in zip(a, b):
+        for k in ma:
+            assert torch.equal(ma[k], mb[k]), k
+    # a different configuration refuses to resume from a foreign state
+    with pytest.raises(Stop):
+        train_run(store, tmp_path / "cut2", cfg, progress=False, callback=bomb)
+    with pytest.raises(InputError, match="other settings"):
+        train_run(store, tmp_path / "cut2", cfg_for("train.ensemble=2", "train.epochs=4"), progress=False)
+
+
+def test_paper_recipe_and_retrain_full(store, tmp_path):
+    r = resolve_recipe(cfg_for(recipe="paper").train)
+    assert (r.lr, r.batch_size, r.weight_decay, r.grad_clip, r.loss, r.per_image, r.clamp_min, r.ensemble,
+            r.augment, r.patience, r.model_kwargs["dropout"]) == (1e-3, 32, 1e-4, 1.0, "mse", "l2", 0.0, 1,
+                                                                 "clean", 10, 0.2)
+    cfg = cfg_for("train.retrain_full=true", "train.epochs=2", recipe="paper", model="fc")
+    s = train_run(store, tmp_path / "p", cfg, progress=False)
+    assert s["recipe"]["name"] == "paper"
+    model, meta, _ = load_run(tmp_path / "p")
+    assert len(meta["info"]["members"][0]["retrain_history"]) == meta["info"]["members"][0]["best_epoch"] + 1
+    mu, lo, _ = predict_tensor(model, torch.from_numpy(load_split(open_dataset(store), "grid").images))
+    assert (mu >= 0).all() and (lo >= 0).all()  # clamped at U ≥ 0
+
+
+def test_evaluate_writes_metrics_and_plots(store, tmp_path):
+    run = tmp_path / "r"
+    train_run(store, run, cfg_for(), progress=False)
+    res = evaluate_run(run, store, "test")
+    assert {"mae", "rmse", "r2", "coverage90", "n", "per_U"} <= set(res)
+    assert res["n"] == 7 and res["same_store"]  # 7 U values × round(0.2·6) = 1 test image each
+    assert sum(r["n"] for r in res["per_U"]) == res["n"]
+    assert (run / "parity_test.png").exists() and (run / "residual_test.png").exists()
+    assert json.loads((run / "eval_test.json").read_text())["mae"] == pytest.approx(res["mae"])
+    held = evaluate_run(run, store, "heldout", augment="noisy")
+    assert held["n"] == 6 and held["augment"] == "noisy" and (run / "eval_heldout_noisy.json").exists()
+
+
+def test_bad_inputs(store, tmp_path):
+    cfg = cfg_for()
+    with pytest.raises(InputError, match="does not exist"):
+        train_run(tmp_path / "nope.zarr", tmp_path / "r", cfg, progress=False)
+    bad = tmp_path / "junk.zarr"
+    bad.mkdir()
+    (bad / "zarr.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot be read|lacks"):
+        train_run(bad, tmp_path / "r", cfg, progress=False)
+    nan_store = make_store(tmp_path / "nan.zarr", with_nan=True)
+    with pytest.raises(InputError, match="NaN"):
+        train_run(nan_store, tmp_path / "r", cfg, progress=False)
+    held_only = make_store(tmp_path / "held.zarr", splits="heldout")
+    with pytest.raises(InputError, match="no 'grid' samples"):
+        train_run(held_only, tmp_path / "r", cfg, progress=False)
+    few = make_store(tmp_path / "few.zarr", n_per_U=2)
+    with pytest.raises(InputError, match="test"):
+        train_run(few, tmp_path / "r", cfg, progress=False)
+    # a checkpoint trained on 32×32 images refuses a store of 24×24 images
+    run = tmp_path / "ok"
+    train_run(store, run, cfg_for("train.ensemble=1", "train.epochs=1"), progress=False)
+    other = make_store(tmp_path / "small.zarr", n_pixels=24)
+    with pytest.raises(InputError, match="trained on 32×32"):
+        evaluate_run(run, other, "test")
+    (run / "checkpoint.pt").write_bytes(b"garbage" * 10)
+    with pytest.raises(InputError, match="corrupt"):
+        load_run(run)
