@@ -82,3 +82,17 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def write_sxm(path: Path, data: np.ndarray, names: list[str], range_m: float) -> Path:
+    """A minimal Nanonis .sxm file (documented layout): text header, ``\\x1a\\x04``, big-endian float32
+    data of shape (channel, direction, y, x)."""
+    ny, nx = data.shape[-2:]
+    hdr = [":NANONIS_VERSION:", "2", ":SCANIT_TYPE:", "              FLOAT            MSBFIRST",
+           ":SCAN_PIXELS:", f"       {nx}       {ny}", ":SCAN_RANGE:", f"   {range_m:E}   {range_m:E}",
+           ":SCAN_OFFSET:", "0 0", ":SCAN_ANGLE:", "0.000E+0", ":SCAN_DIR:", "up", ":BIAS:", "1.000E-1",
+           ":DATA_INFO:", "\tChannel\tName\tUnit\tDirection\tCalibration\tOffset"]
+    hdr += [f"\t{i}\t{n}\tA\tboth\t1.000E+0\t0.000E+0" for i, n in enumerate(names)]
+    hdr += ["", ":SCANIT_END:", ""]
+    path.write_bytes("\n".join(hdr).encode() + b"\n\n\x1a\x04" + data.astype(">f4").tobytes())
+    return path
