@@ -171,7 +171,7 @@ def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: boo
     n = n_workers or cores
     blas = str(max(1, cores // n))
     kw: dict[str, Any] = dict(n_workers=n, threads_per_worker=1, processes=processes,
-                              dashboard_address=None, silence_logs=logging.ERROR)
+                              dashboard_address=":0", silence_logs=logging.ERROR)
     if processes:
         kw["env"] = {"OMP_NUM_THREADS": blas, "MKL_NUM_THREADS": blas, "OPENBLAS_NUM_THREADS": blas}
     else:
@@ -460,22 +460,29 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
 
 
 class _Progress:
-    """Two rich progress bars (solves, images) with counts and ETA, on stderr."""
+    """Progress of a build on stderr: two rich bars (solves, images) with counts and ETA on a terminal;
+    one line per finished task (counts, elapsed, ETA) otherwise (log files, batch jobs)."""
 
     def __init__(self, n_solves: int, n_images: int, enabled: bool = True) -> None:
         self.enabled = enabled
         self.n_solves, self.n_images = n_solves, n_images
+        self.done_s = self.done_i = 0
+        self.t0 = time.perf_counter()
         self._p = None
+        self._console = None
         if enabled:
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                               console=Console(stderr=True), transient=False)
-            self._ts = self._p.add_task("HF solves", total=n_solves)
-            self._ti = self._p.add_task("images   ", total=n_images)
+            self._console = Console(stderr=True)
+            if self._console.is_terminal:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn, TimeRemainingColumn)
+
+                self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                   console=self._console, transient=False)
+                self._ts = self._p.add_task("HF solves", total=n_solves)
+                self._ti = self._p.add_task("images   ", total=n_images)
 
     def __enter__(self) -> "_Progress":
         if self._p is not None:
@@ -486,18 +493,32 @@ class _Progress:
         if self._p is not None:
             self._p.stop()
 
+    def _line(self, msg: str) -> None:
+        el = time.perf_counter() - self.t0
+        total = self.n_solves + self.n_images / 50.0  # images are ~50× cheaper than a solve
+        done = self.done_s + self.done_i / 50.0
+        eta = el * (total - done) / done if done > 0 else float("nan")
+        fmt = (lambda t: "--:--" if not np.isfinite(t) else f"{int(t) // 60:02d}:{int(t) % 60:02d}")
+        print(f"[solves {self.done_s}/{self.n_solves}, images {self.done_i}/{self.n_images}] "
+              f"elapsed {fmt(el)}, ETA {fmt(eta)}  {msg}", file=sys.stderr, flush=True)
+
+    def _emit(self, msg: str, warn: bool) -> None:
+        if self._p is not None:
+            if warn:
+                self._p.console.print(f"[yellow]{msg}[/yellow]")
+        elif self.enabled:
+            self._line(msg)
+        elif warn:
+            print(msg, file=sys.stderr, flush=True)
+
     def solve_done(self, msg: str, warn: bool) -> None:
+        self.done_s += 1
         if self._p is not None:
             self._p.advance(self._ts)
-            if warn:
-                self._p.console.print(f"[yellow]{msg}[/yellow]")
-        elif warn:
-            print(msg, file=sys.stderr)
+        self._emit(msg, warn)
 
     def images_done(self, n: int, msg: str, warn: bool) -> None:
+        self.done_i += n
         if self._p is not None:
             self._p.advance(self._ti, n)
-            if warn:
-                self._p.console.print(f"[yellow]{msg}[/yellow]")
-        elif warn:
-            print(msg, file=sys.stderr)
+        self._emit(msg, warn)
