@@ -101,3 +101,34 @@ def simulate_stm(system: Any, res: Any, stm: Any, biases: Sequence[float] | None
         maps.append(m)
         images.append(ftldos(p.xy, p.values, transform=t, attrs=meta))
     return STMSimulation(b, L, maps, images, peaks, t, common)
+
+
+def u_comparison_figure(cfg: Any, U_values: Sequence[float] = (0.0, 6.0), path: Any = "docs/img/ldos_ftldos_U0_U6.png",
+                        bias: float = 0.0, progress: bool = True) -> dict[str, Any]:
+    """Solve HF at each U (config ``lattice``/``hf`` sections) and draw the LDOS map and FT-LDOS side by side.
+
+    Returns per-U summaries (converged, iterations, max moment, image statistics).
+    """
+    from moireu.hf import CoulombParams, HFSystem
+    from moireu.lattice import build_tbg
+    from moireu.stm.plot import comparison_figure
+
+    lat, hf = cfg.lattice, cfg.hf
+    model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance, cutoff=lat.cutoff)
+    system = HFSystem(model, kmesh=hf.kmesh, coulomb=CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
+                                                                    fock_range=hf.fock_range, long_range=hf.long_range))
+    panels, out = [], {}
+    for U in U_values:
+        res = system.solve(U=float(U), filling=hf.filling, kT=hf.kT, init=hf.init, seed=cfg.seed, tol=hf.tol,
+                           max_iter=hf.max_iter, config=cfg.to_dict())
+        sim = simulate_stm(system, res, cfg.stm, [bias], allow_unconverged=True, progress=progress,
+                           extra_attrs={"seed": cfg.seed})
+        label = f"U = {U:g} eV" + ("" if res.converged else " (unconverged)")
+        panels.append((label, sim.maps[0], sim.images[0]))
+        out[f"{U:g}"] = {"converged": bool(res.converged), "iterations": int(res.iterations),
+                         "max_moment": float(res.max_moment), "fermi_level": float(res.fermi_level)}
+    title = (f"TBG i={lat.index} (θ={model.theta_deg:.2f}°, d={lat.interlayer_distance} Å), bias {1e3 * bias:g} meV, "
+             f"η={1e3 * cfg.stm.eta:g} meV, {cfg.stm.patch_cells}×{cfg.stm.patch_cells} moiré cells, "
+             f"FT {cfg.stm.n_pixels}² ({cfg.stm.normalize})")
+    comparison_figure(panels, sim.peaks, path, title)
+    return out
