@@ -127,3 +127,14 @@ def test_export_png(tmp_path):
     files = export_png(out, tmp_path / "png", limit=3, progress=False)
     assert len(files) == 4 and (tmp_path / "png" / "overview.png").stat().st_size > 1000
     assert all(f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in files)
+
+
+def test_second_concurrent_build_refused(tmp_path):
+    from moireu.data.build import exclusive
+
+    out = tmp_path / "ds.zarr"
+    with exclusive(out):
+        with pytest.raises(InputError, match="another `moireu dataset build`"):
+            build(tiny(), out)
+    assert not out.exists()
+    assert build(tiny(), out).ok  # the lock is gone with its holder

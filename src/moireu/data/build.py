@@ -274,13 +274,47 @@ def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str |
     BuildReport
         Counts, failures and timing; ``report.ok`` is False if any point failed or did not converge.
     """
-    t_start = time.perf_counter()
     out = Path(out)
-    backend = backend or PhysicsBackend()
     n_req = cfg.dataset.workers if workers is None else workers
     if n_req < 0:
         raise InputError(f"--workers must be ≥ 0 (0 = one per core), got {n_req}")
     make_plan(cfg, 1)  # validate the plan before touching anything
+    with exclusive(out):
+        return _build(cfg, out, scheduler=scheduler, workers=workers, append=append, backend=backend,
+                      processes=processes, progress=progress)
+
+
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store path for the duration of a build.
+
+    ``fcntl.flock`` on ``.<name>.lock`` next to the store: two builds into the same store refuse
+    each other; the kernel drops the lock when the holder dies (even by SIGKILL), so a crash never
+    leaves a stale lock behind.
+    """
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
+    fh = open(lock, "a+")
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"another `moireu dataset build` is writing {str(out)!r} right now "
+                             f"(lock {str(lock)!r}); wait for it to finish") from None
+        yield
+    finally:
+        fh.close()
+
+
+def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int | None, append: bool,
+           backend: Backend | None, processes: bool, progress: bool) -> BuildReport:
+    """:func:`build_dataset` under the store lock."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    backend = backend or PhysicsBackend()
+    n_req = cfg.dataset.workers if workers is None else workers
     old = st.check_existing(out, cfg, append)
     wd = WorkDir(work_dir_for(out))
     man = wd.manifest()
