@@ -66,7 +66,7 @@ class HFConfig(_Section):
     kT: float = Field(0.001, gt=0.0, description="temperature k_B T (eV)")
     kmesh: tuple[int, int] = Field((2, 2), description="Monkhorst–Pack mesh (time-reversal reduced)")
     init: Literal["paramagnetic", "afm", "ferro", "random"] = "afm"
-    init_amplitude: float = Field(0.1, ge=0.0, le=0.5, description="initial moment per site")
+    init_amplitude: float = Field(1.0, ge=0.0, le=1.0, description="initial moment per site (seed from above)")
     mixer: Literal["anderson", "broyden", "linear"] = "anderson"
     mixing_weight: float = Field(0.3, gt=0.0, le=1.0)
     mixing_history: int = Field(8, ge=1)

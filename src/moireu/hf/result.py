@@ -127,6 +127,7 @@ class HFResult:
             "charge_std": float(np.std(self.charge)),
             "gap_eV": self.gap,
             "n_electrons": float(self.charge.sum()),
+            "n_orb": self.n_orb,
         }
 
     # ------------------------------------------------------------------ I/O

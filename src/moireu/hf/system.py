@@ -497,7 +497,7 @@ class HFSystem:
             self.check_compatible(warm_start, what="warm-start result")
             n, rho = warm_start.occupations.copy(), warm_start.pair_density.copy()
             n += (filling - warm_start.filling) / (2.0 * self.n_orb)
-            if init != "paramagnetic" and warm_start.max_moment < 0.1 * init_amplitude:
+            if init != "paramagnetic" and warm_start.max_moment < 1e-3:
                 n = np.clip(n + self._seed_moment(init, init_amplitude, seed), 0.0, 1.0)
         else:
             n, rho = self.initial_state(init, filling, kT, init_amplitude, seed)

@@ -1,0 +1,120 @@
+"""``moireu scf`` (one Hartree–Fock solve) and ``moireu sweep`` (warm-started U sweep)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, PresetOpt, SetOpt, emit_json, info, prepare_run_dir, resolve
+
+KeepOpt = typer.Option(False, "--keep-unconverged", help="keep an unconverged result and exit 0")
+
+
+def _line(d: dict) -> None:
+    sys.stderr.write(f"  it {d['iteration']:4d}  residual {d['residual']:.3e}  E {d['energy']:.8f} eV  "
+                     f"dE {d['dE']:.2e}  μ {d['mu']:+.5f} eV  max|m| {d['max_moment']:.4f}  "
+                     f"{d['seconds']:.1f}s\n")
+    sys.stderr.flush()
+
+
+def scf_cmd(
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+    out: Path = typer.Option(Path("runs/scf"), "--out", "-o", help="output directory"),
+    json_: bool = JsonOpt,
+    force: bool = ForceOpt,
+    keep_unconverged: bool = KeepOpt,
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="resume from OUT/checkpoint.nc if present"),
+) -> None:
+    """One self-consistent HF solve at hf.U, hf.filling; writes OUT/hf_result.nc and OUT/summary.json."""
+    from moireu.hf.driver import solve_kwargs, system_from_config
+    from moireu.provenance import provenance, write_json_atomic
+
+    cfg = resolve(preset, config, set_)
+    out = prepare_run_dir(out, cfg, "hf_result.nc", force=force)
+    ckpt = out / "checkpoint.nc"
+    if not resume:
+        ckpt.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    info(f"HF: TBG i={cfg.lattice.index}, U={cfg.hf.U} eV, ν={cfg.hf.filling}, kT={cfg.hf.kT} eV, "
+         f"k-mesh {list(cfg.hf.kmesh)}, ε={cfg.hf.eps}, long-range={cfg.hf.long_range}")
+    system = system_from_config(cfg)
+    info(f"  built system: {system.n_orb} orbitals, {len(system.k_frac)} k-points, {system.n_pair} exchange pairs "
+         f"({time.perf_counter() - t0:.1f}s)")
+    res = system.solve(progress=_line, checkpoint=ckpt, **solve_kwargs(cfg))
+    res.seconds = time.perf_counter() - t0
+    summary = res.summary() | {"seconds": res.seconds}
+    if res.converged or keep_unconverged:
+        res.save(out / "hf_result.nc")
+        ckpt.unlink(missing_ok=True)
+        write_json_atomic(out / "summary.json", summary | {"provenance": provenance()})
+    info(f"{'converged' if res.converged else 'NOT converged'} after {res.iterations} iterations "
+         f"(residual {summary['residual']:.2e}); max moment {res.max_moment:.4f}, E_F {res.fermi_level:.5f} eV")
+    if json_:
+        emit_json(summary)
+    if not res.converged and not keep_unconverged:
+        info(f"error: not converged; the state is kept in {ckpt} (rerun to resume, or --keep-unconverged)")
+        raise typer.Exit(1)
+
+
+def sweep_cmd(
+    preset: Optional[str] = PresetOpt,
+    config: Optional[Path] = ConfigOpt,
+    set_: Optional[List[str]] = SetOpt,
+    U: str = typer.Option("0:6:0.5", "--U", help="U values (eV): START:STOP:STEP (inclusive) or a comma list"),
+    out: Path = typer.Option(Path("runs/hf"), "--out", "-o", help="output directory"),
+    json_: bool = JsonOpt,
+    force: bool = ForceOpt,
+    keep_unconverged: bool = KeepOpt,
+) -> None:
+    """Warm-started U sweep; writes OUT/sweep.json, OUT/sweep.png and OUT/results/U_*.nc."""
+    import numpy as np
+
+    from moireu.hf.driver import parse_range, plot_sweep, solve_kwargs, sweep_U, system_from_config
+    from moireu.provenance import provenance, write_json_atomic
+
+    values = parse_range(U)
+    cfg = resolve(preset, config, set_)
+    out = prepare_run_dir(out, cfg, "sweep.json", force=force)
+    t0 = time.perf_counter()
+    system = system_from_config(cfg)
+    info(f"HF sweep: TBG i={cfg.lattice.index} ({system.n_orb} orbitals, {len(system.k_frac)} k-points), "
+         f"U = {values}")
+    rows: list[dict] = []
+
+    def on_point(u: float, res) -> None:
+        s = res.summary()
+        rows.append(s)
+        info(f"U={u:5.2f} eV: {'ok ' if res.converged else 'NOT converged'} {res.iterations:4d} it, "
+             f"{res.seconds:7.1f}s, max|m| {s['max_moment']:.4f}, staggered {s['staggered_moment']:.4f}, "
+             f"charge spread {s['charge_spread']:.2e}")
+
+    def prog(d: dict) -> None:
+        if d["iteration"] % 10 == 0:
+            _line(d)
+
+    sweep_U(system, values, solve_kwargs(cfg), save_dir=out / "results", on_point=on_point, progress=prog)
+    its = [r["iterations"] for r in rows]
+    doc = {"U": values, "points": rows, "all_converged": all(r["converged"] for r in rows),
+           "median_iterations": float(np.median(its)), "seconds": time.perf_counter() - t0,
+           "system": system.describe(), "provenance": provenance()}
+    plot_sweep(rows, out / "sweep.png", title=f"TBG i={cfg.lattice.index}, ν={cfg.hf.filling}, "
+                                              f"k-mesh {list(cfg.hf.kmesh)}, ε={cfg.hf.eps}")
+    write_json_atomic(out / "sweep.json", doc)
+    info(f"wrote {out / 'sweep.json'}; median {doc['median_iterations']} iterations/point, "
+         f"{doc['seconds']:.0f}s")
+    if json_:
+        emit_json({k: v for k, v in doc.items() if k not in ("system", "provenance")})
+    if not doc["all_converged"] and not keep_unconverged:
+        info("error: some points did not converge (see sweep.json); --keep-unconverged to accept")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scf")(scf_cmd)
+    app.command("sweep")(sweep_cmd)

@@ -1,0 +1,119 @@
+"""Config-driven entry points: build the system of a run config, solve one point, sweep U with warm starts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from moireu.errors import InputError
+from moireu.hf.coulomb import CoulombParams
+from moireu.hf.result import HFResult
+from moireu.hf.system import HFSystem
+
+__all__ = ["system_from_config", "solve_kwargs", "sweep_U", "parse_range", "plot_sweep"]
+
+
+def system_from_config(cfg, model=None) -> HFSystem:
+    """HFSystem of a resolved :class:`moireu.config.MoireuConfig` (builds the TBG model unless given)."""
+    from moireu.lattice import build_tbg
+
+    if model is None:
+        lc = cfg.lattice
+        model = build_tbg(lc.index, lc.interlayer_distance, lc.cutoff)
+    hc = cfg.hf
+    cp = CoulombParams(eps=hc.eps, gate_distance=hc.gate_distance, fock_range=hc.fock_range,
+                       long_range=hc.long_range)
+    return HFSystem(model, kmesh=tuple(hc.kmesh), coulomb=cp, backend=hc.backend)
+
+
+def solve_kwargs(cfg, **override) -> dict[str, Any]:
+    """Keyword arguments of :meth:`HFSystem.solve` from the ``hf`` section (+ overrides)."""
+    hc = cfg.hf
+    kw = {"U": hc.U, "filling": hc.filling, "kT": hc.kT, "init": hc.init, "seed": cfg.seed,
+          "init_amplitude": hc.init_amplitude, "mixer": hc.mixer, "mixing_weight": hc.mixing_weight,
+          "mixing_history": hc.mixing_history, "tol": hc.tol, "energy_tol": hc.energy_tol,
+          "max_iter": hc.max_iter, "config": cfg.to_dict()}
+    kw.update(override)
+    return kw
+
+
+def parse_range(text: str) -> list[float]:
+    """``"0:6:0.5"`` → [0, 0.5, …, 6] (inclusive), or a comma list ``"0,1,2.5"``."""
+    text = text.strip()
+    try:
+        if ":" in text:
+            parts = [float(x) for x in text.split(":")]
+            if len(parts) != 3 or parts[2] <= 0 or parts[1] < parts[0]:
+                raise ValueError
+            n = int(math.floor((parts[1] - parts[0]) / parts[2] + 1e-9)) + 1
+            vals = [round(parts[0] + i * parts[2], 12) for i in range(n)]
+        else:
+            vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"U range must be START:STOP:STEP (STEP > 0, STOP ≥ START) or a comma list, "
+                         f"got {text!r}") from None
+    if not vals:
+        raise InputError(f"U range {text!r} is empty")
+    if min(vals) < 0:
+        raise InputError(f"U must be ≥ 0 eV, got {min(vals)}")
+    return vals
+
+
+def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
+            save_dir: Path | None = None, on_point: Callable[[float, HFResult], None] | None = None,
+            progress: Callable[[dict], None] | None = None) -> list[HFResult]:
+    """Solve at every U in ascending order, each warm-started from the previous solution.
+
+    A point that does not converge is kept (flagged) and the next one still starts from it only
+    if it converged; otherwise from the last converged point.
+    """
+    results: list[HFResult] = []
+    prev: HFResult | None = None
+    for U in sorted(float(u) for u in U_values):
+        kw = dict(kwargs, U=U, warm_start=prev)
+        if save_dir is not None:
+            kw["checkpoint"] = Path(save_dir) / f".U_{U:.4f}.ckpt.nc"
+        res = system.solve(progress=progress, **kw)
+        if save_dir is not None:
+            res.save(Path(save_dir) / f"U_{U:.4f}.nc")
+            Path(kw["checkpoint"]).unlink(missing_ok=True)
+        results.append(res)
+        if res.converged:
+            prev = res
+        if on_point is not None:
+            on_point(U, res)
+    return results
+
+
+def plot_sweep(rows: list[dict], path: Path, title: str = "") -> None:
+    """Moments and charge spread vs U (two panels), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moireu.provenance import atomic_path
+
+    U = np.array([r["U"] for r in rows])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    a1.plot(U, [r["max_moment"] for r in rows], "o-", label="max |m_i|")
+    a1.plot(U, [r["staggered_moment"] for r in rows], "s-", label="staggered")
+    a1.plot(U, [abs(r["total_moment"]) / max(r.get("n_orb", 1), 1) for r in rows], "^-", label="|Σm|/N")
+    bad = [r["U"] for r in rows if not r["converged"]]
+    for b in bad:
+        a1.axvline(b, color="r", lw=0.8, ls=":")
+    a1.set_xlabel("U (eV)")
+    a1.set_ylabel("moment (μ_B per site)")
+    a1.legend(fontsize=8)
+    a2.plot(U, [1e3 * r["charge_spread"] for r in rows], "o-", color="C3")
+    a2.set_xlabel("U (eV)")
+    a2.set_ylabel("charge spread max−min (10⁻³ e)")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, format="png")
+    plt.close(fig)
