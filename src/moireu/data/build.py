@@ -70,7 +70,7 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     for i, (over, w) in enumerate(tries):
         info: dict[str, Any] = {"attempt": i, "hf_overrides": over,
                                 "warm_start": None if w is None else w.name}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             summ = backend.solve(cfg, point, w, over, wd.result_path(point, i))
             info |= {"converged": bool(summ["converged"]), "iterations": int(summ["iterations"])}
@@ -78,6 +78,7 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
         except Exception as exc:  # noqa: BLE001 - reported, retried, never silent
             info |= {"error": f"{type(exc).__name__}: {exc}"}
         info["seconds"] = time.perf_counter() - t0
+        info["cpu_seconds"] = time.process_time() - c0  # of this worker process (all its threads)
         attempts.append(info)
         if best is not None and best[0] == i and best[1]["converged"]:
             break
@@ -107,7 +108,7 @@ def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: st
         return {"key": point.key, "status": "ok", "n": len(specs), "skipped": True}
     if solve_record.get("status") == "failed":
         return {"key": point.key, "status": "no-solve", "n": 0}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         rendered = backend.render(cfg, point, wd.result_path(point), specs)
         wd.commit_images(point, specs, rendered)
@@ -116,7 +117,8 @@ def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: st
                 "stage": "render", "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         wd.record_failure(point, "render", fail)
         return fail
-    return {"key": point.key, "status": "ok", "n": len(specs), "seconds": time.perf_counter() - t0}
+    return {"key": point.key, "status": "ok", "n": len(specs), "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
 
 
 def _remove(path: Path) -> None:
@@ -212,6 +214,8 @@ class BuildReport:
     workers: int = 0
     seconds: float = 0.0
     store_samples: int = 0
+    cpu_solve: float = 0.0
+    cpu_render: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -225,6 +229,7 @@ class BuildReport:
                 "images_skipped": self.images_skipped, "images_run": self.images_run,
                 "unconverged": self.unconverged, "failures": self.failures, "workers": self.workers,
                 "seconds": round(self.seconds, 3), "store_samples": self.store_samples,
+                "cpu_seconds_solves": round(self.cpu_solve, 3), "cpu_seconds_render": round(self.cpu_render, 3),
                 "solves_per_minute": round(60 * self.solves_run / self.seconds, 3) if self.seconds else None}
 
     def summary_lines(self) -> list[str]:
@@ -233,7 +238,8 @@ class BuildReport:
                  f"({self.solves_retried} retried), {self.solves_skipped} already done",
                  f"  images : {self.images_total} planned, {self.images_run} rendered, "
                  f"{self.images_skipped} already done; store holds {self.store_samples} samples",
-                 f"  workers: {self.workers}, time {self.seconds:.1f} s"]
+                 f"  workers: {self.workers}, time {self.seconds:.1f} s (worker CPU: solves "
+                 f"{self.cpu_solve:.1f} s, images {self.cpu_render:.1f} s)"]
         for u in self.unconverged:
             lines.append(f"  UNCONVERGED {u['key']} after {len(u.get('attempts', []))} attempt(s) "
                          "(kept, flagged hf_converged=False)")
@@ -415,6 +421,8 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                        "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
                 wd.record_failure(p, kind, res)
             if kind == "solve":
+                if not res.get("skipped"):
+                    report.cpu_solve += sum(a.get("cpu_seconds", 0.0) for a in res.get("attempts", []))
                 report.solves_run += 1
                 report.solves_retried += bool(res.get("retried") or len(res.get("attempts", [])) > 1)
                 msg = (f"solve {p.key}: {res['status']}" +
@@ -422,6 +430,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                         if res["status"] != "failed" else f" ({res.get('error')})"))
                 bar.solve_done(msg, res["status"] != "ok")
             else:
+                report.cpu_render += res.get("cpu_seconds", 0.0)
                 n = res.get("n", 0) if res["status"] == "ok" else 0
                 report.images_run += n
                 bar.images_done(len(plan.specs), f"render {p.key}: {res['status']}", res["status"] != "ok")
