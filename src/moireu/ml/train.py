@@ -259,7 +259,18 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
     """
     if train.image_shape != val.image_shape:
         raise InputError(f"train/val image shapes differ: {train.image_shape} vs {val.image_shape}")
-    seed_everything(seed)
+    was_det = torch.are_deterministic_algorithms_enabled()
+    was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        seed_everything(seed)
+        return _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+    finally:
+        torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
+
+
+def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, state_path: str | Path | None,
+                  resume: bool, progress: bool, callback: Callable[[dict], None] | None,
+                  meta: dict[str, Any] | None) -> tuple[RunModel, dict[str, Any]]:
     prep = Preprocess(train.image_shape, recipe.input_size, recipe.per_image)
     xtr = prep.resize(torch.from_numpy(train.images))
     xva = prep.resize(torch.from_numpy(val.images))
