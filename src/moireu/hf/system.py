@@ -503,7 +503,8 @@ class HFSystem:
             n, rho = self.initial_state(init, filling, kT, init_amplitude, seed)
         x = self._state_vector(n, rho)
         converged = False
-        probed = False
+        probed = 0
+        linear_until = 0.0
         E_last = math.nan
         mu = math.nan
         it = start_iter
@@ -527,22 +528,30 @@ class HFSystem:
                           "max_moment": float(np.abs(m).max()), "seconds": time.perf_counter() - t0})
             if r < tol and dE < energy_tol:
                 n_c = self._unpack(x_out)[0]
-                if (init != "paramagnetic" and not probed and U > 0
+                if (init != "paramagnetic" and probed < 3 and U > 0
                         and float(np.abs(n_c[:, 0] - n_c[:, 1]).max()) < 1e-4):
                     # a quasi-Newton mixer also converges onto the unstable non-magnetic root: probe it
-                    probed = True
+                    probed += 1
                     g = self.instability(U, filling, kT, init, 1e-4, seed)
                     opts["stability_growth"] = g
                     if g > 1.0 + 1e-6:
-                        x = self._state_vector(np.clip(n_c + self._seed_moment(init, init_amplitude, seed), 0, 1),
+                        # unstable: restart from the seed with plain linear mixing until the ordered
+                        # state is approached (residual < 1e-3), then quasi-Newton again
+                        amp = max(init_amplitude, 0.5)
+                        x = self._state_vector(np.clip(n_c + self._seed_moment(init, amp, seed), 0, 1),
                                                self._unpack(x_out)[1])
                         mix.reset()
+                        linear_until = 1e-3
                         E_last = math.nan
                         continue
                 converged = True
                 x = x_out
                 break
-            x = mix(x, x_out)
+            if linear_until > 0 and r > linear_until:
+                x = x + mixing_weight * (x_out - x)
+            else:
+                linear_until = 0.0
+                x = mix(x, x_out)
             if ckpt is not None and (it - start_iter) % checkpoint_every == 0:
                 self._result(x, mu, E, False, it, res_hist, e_hist, opts, None, U, filling, kT,
                              prior_seconds + time.perf_counter() - t0, config).save(ckpt)
