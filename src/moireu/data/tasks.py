@@ -110,30 +110,21 @@ class PhysicsBackend:
         key = cfg.fingerprint("lattice", "hf")
         with _LOCK:
             if key not in _CACHE:
-                from moireu.hf import CoulombParams, HFSystem
-                from moireu.lattice import build_tbg
+                from moireu.hf.driver import system_from_config
 
-                lat, hf = cfg.lattice, cfg.hf
-                model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance,
-                                  cutoff=lat.cutoff)
-                coulomb = CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
-                                        fock_range=hf.fock_range, long_range=hf.long_range)
-                _CACHE[key] = HFSystem(model, kmesh=hf.kmesh, coulomb=coulomb, backend=hf.backend)
+                _CACHE[key] = system_from_config(cfg)
             return _CACHE[key]
 
     def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
         from moireu.hf import HFResult
+        from moireu.hf.driver import solve_kwargs
 
         system = self.system(cfg)
-        hf = cfg.hf.model_copy(update=hf_overrides)
         with _IO_LOCK:
             warm_res = HFResult.load(warm, system=system) if warm is not None else None
-        res = system.solve(U=point.U, filling=point.filling, kT=hf.kT, init=hf.init, seed=cfg.seed,
-                           mixer=hf.mixer, mixing_weight=hf.mixing_weight, mixing_history=hf.mixing_history,
-                           tol=hf.tol, energy_tol=hf.energy_tol, max_iter=hf.max_iter,
-                           init_amplitude=hf.init_amplitude, warm_start=warm_res,
-                           config=cfg.to_dict() | {"hf": hf.model_dump(mode="json")})
+        res = system.solve(**solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res,
+                                          **hf_overrides))
         with _IO_LOCK:
             res.save(out)  # atomic (temporary sibling + rename)
         summ = res.summary()
