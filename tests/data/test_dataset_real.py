@@ -123,3 +123,21 @@ def test_cli_refuses_other_config(tmp_path):
     assert isinstance(r.exception, InputError) and "must match" in str(r.exception)
     np.testing.assert_array_equal(open_store(out)["image"].values, before)
 
+
+
+def test_cli_exits_1_when_points_fail(tmp_path, monkeypatch):
+    """A point that fails both attempts is reported, listed in the store, and the build exits 1."""
+    import moireu.data.build as b
+    from dataset_fakes import FakeBackend
+
+    monkeypatch.setattr(b, "PhysicsBackend", lambda: FakeBackend(fail_U=(5.0,)))
+    out = tmp_path / "ds.zarr"
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0", "--json"))
+    assert r.exit_code == 1, r.output
+    assert "FAILED grid_U5.000000_nu+0.0000 (solve)" in r.output
+    rep = json.loads(r.stdout[r.stdout.index("{"):])
+    assert not rep["ok"] and [f["key"] for f in rep["failures"]] == ["grid_U5.000000_nu+0.0000"]
+    assert len(rep["failures"][0]["attempts"]) == 2  # retried once with another mixer
+    assert rep["failures"][0]["attempts"][1]["hf_overrides"]["mixer"] == "linear"
+    ds = open_store(out)
+    assert ds.sizes["sample"] == 2 and json.loads(ds.attrs["failures"])[0]["U"] == 5.0
