@@ -23,15 +23,22 @@ import typer
 from moireu.cli.common import ConfigOpt, ForceOpt, PresetOpt, SetOpt, info, resolve
 
 
-def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict]) -> None:
-    """Run one stage unless its marker exists; stream its output; stop the demo on failure."""
+def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict], stdout_to: Path | None = None) -> None:
+    """Run one stage unless its marker exists; progress goes to stderr; stop the demo on failure.
+
+    ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
+    """
     if marker.exists() and not force:
         info(f"[demo] {name}: done already ({marker}), skipping")
         log.append({"stage": name, "seconds": 0.0, "skipped": True})
         return
     info(f"[demo] {name}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE if stdout_to else subprocess.DEVNULL, text=True)
+    if stdout_to is not None and r.returncode == 0:
+        from moireu.provenance import write_text_atomic
+
+        write_text_atomic(stdout_to, r.stdout)
     dt = time.perf_counter() - t0
     log.append({"stage": name, "seconds": round(dt, 1), "skipped": False, "rc": r.returncode})
     if r.returncode != 0:
@@ -69,12 +76,13 @@ def demo_cmd(
            force, log)
     for U in (U_lo, U_hi):
         sub = out / "hf" / f"U{U:g}"
-        _stage(f"scf U={U:g}", sub / "result.nc",
+        _stage(f"scf U={U:g}", sub / "hf_result.nc",
                [*exe, "scf", *conf, "--set", f"hf.U={U}", "--out", str(sub), "--force"], force, log)
         _stage(f"stm U={U:g}", out / "stm" / f"U{U:g}" / "stm.json",
-               [*exe, "stm", str(sub / "result.nc"), *conf, "--out", str(out / "stm" / f"U{U:g}"), "--force"],
+               [*exe, "stm", str(sub / "hf_result.nc"), *conf, "--out", str(out / "stm" / f"U{U:g}"), "--force"],
                force, log)
-    _stage("dataset", data / ".complete", [*exe, "dataset", "build", *conf, "--out", str(data)], force, log)
+    # the build is itself resumable and a no-op when the store is complete: always run it
+    _stage("dataset", out / ".never", [*exe, "dataset", "build", *conf, "--out", str(data)], False, log)
     models = ["cnn"] + (["resnet18"] if resnet else [])
     for m in models:
         run = out / f"train_{m}"
@@ -83,6 +91,9 @@ def demo_cmd(
         for split in ("test", "heldout"):
             _stage(f"evaluate {m} {split}", run / f"eval_{split}.json",
                    [*exe, "evaluate", str(run), str(data), "--split", split], force, log)
+        _stage(f"robustness {m}", run / "robustness.json",
+               [*exe, "evaluate", str(run), str(data), "--split", "test", "--augment", "all",
+                "--json"], force, log, stdout_to=run / "robustness.json")
     _stage("analysis", out / "analysis" / "analysis.json",
            [*exe, "analyze", "--data", str(data), "--out", str(out / "analysis"), *conf,
             "--runs", *[str(out / f"train_{m}") for m in models]], force, log)
