@@ -206,7 +206,7 @@ def _setup_section(cfg: dict[str, Any] | None) -> str:
 def _figs_in(folder: Path, names: list[str] | None = None, limit: int = 12) -> list[Path]:
     if not folder.is_dir():
         return []
-    files = sorted(folder.glob("*.png"))
+    files = sorted(folder.rglob("*.png"))  # stages may keep sub-runs in sub-folders (e.g. stm/U0, stm/U6)
     if names:
         files = [f for n in names for f in files if f.name == n] + [f for f in files if f.name not in names]
     return files[:limit]
