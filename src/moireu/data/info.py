@@ -131,11 +131,15 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         from tqdm import tqdm
 
         it = tqdm(idx, desc="PNG", unit="img", file=__import__("sys").stderr)
+    block: tuple[int, np.ndarray] = (-1, np.zeros(0))
+    bs = int(ds["image"].encoding.get("chunks", (64,))[0] or 64)
     for i in it:
         name = (f"{meta['split'].values[i]}_U{meta['U'].values[i]:.4f}_nu{meta['filling'].values[i]:+.2f}_"
                 f"b{meta['bias'].values[i]:+.4f}_v{int(meta['variation'].values[i]):03d}.png")
         name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
-        img = np.asarray(ds["image"][i].values)
+        if i // bs != block[0]:  # read whole chunks, not one chunk per image
+            block = (i // bs, np.asarray(ds["image"][(i // bs) * bs:(i // bs + 1) * bs].values))
+        img = block[1][i - block[0] * bs]
         written.append(write_bytes_atomic(out / name, _png_bytes(img, cmap)))
     # overview: one per point
     pick: dict[tuple[str, float, float], int] = {}
