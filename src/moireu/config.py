@@ -143,7 +143,7 @@ class TrainConfig(_Section):
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
     coverage: float = Field(0.9, gt=0.0, lt=1.0)
     loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
-    width: int = Field(0, ge=0, description="base width (0 = model default: fc 256, cnn 16, resnet18 64)")
+    width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
 
