@@ -138,3 +138,16 @@ def test_second_concurrent_build_refused(tmp_path):
             build(tiny(), out)
     assert not out.exists()
     assert build(tiny(), out).ok  # the lock is gone with its holder
+
+
+def test_existing_scheduler(tmp_path):
+    """--scheduler: the build runs on a cluster it did not start, and leaves it running."""
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=":0") as cluster:
+        out = tmp_path / "ds.zarr"
+        r = build_dataset(tiny(), out, backend=FakeBackend(log_dir=str(tmp_path / "log")),
+                          scheduler=cluster.scheduler_address, progress=False)
+        assert r.ok and r.workers == 3 and r.store_samples == 24
+        with Client(cluster.scheduler_address) as c:  # still up
+            assert c.submit(lambda: 41 + 1).result() == 42
