@@ -59,7 +59,7 @@ def scf_cmd(
         emit_json(summary)
     if not res.converged and not keep_unconverged:
         info(f"error: not converged; the state is kept in {ckpt} (rerun to resume, or --keep-unconverged)")
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 def sweep_cmd(
@@ -90,6 +90,8 @@ def sweep_cmd(
     def on_point(u: float, res) -> None:
         s = res.summary()
         rows.append(s)
+        # partial progress on disk after every point (complete: false until the sweep ends)
+        write_json_atomic(out / "sweep.partial.json", {"U": values, "points": rows, "complete": False})
         info(f"U={u:5.2f} eV: {'ok ' if res.converged else 'NOT converged'} {res.iterations:4d} it, "
              f"{res.seconds:7.1f}s, max|m| {s['max_moment']:.4f}, staggered {s['staggered_moment']:.4f}, "
              f"charge spread {s['charge_spread']:.2e}")
@@ -105,14 +107,15 @@ def sweep_cmd(
            "system": system.describe(), "provenance": provenance()}
     plot_sweep(rows, out / "sweep.png", title=f"TBG i={cfg.lattice.index}, ν={cfg.hf.filling}, "
                                               f"k-mesh {list(cfg.hf.kmesh)}, ε={cfg.hf.eps}")
-    write_json_atomic(out / "sweep.json", doc)
+    write_json_atomic(out / "sweep.json", doc | {"complete": True})
+    (out / "sweep.partial.json").unlink(missing_ok=True)
     info(f"wrote {out / 'sweep.json'}; median {doc['median_iterations']} iterations/point, "
          f"{doc['seconds']:.0f}s")
     if json_:
         emit_json({k: v for k, v in doc.items() if k not in ("system", "provenance")})
     if not doc["all_converged"] and not keep_unconverged:
         info("error: some points did not converge (see sweep.json); --keep-unconverged to accept")
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 def register(app: typer.Typer) -> None:

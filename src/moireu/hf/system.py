@@ -154,6 +154,16 @@ class HFSystem:
         if cp.long_range:
             self.W = hartree_matrix(model.positions, model.cell, cp.eps, cp.gate_distance)
         # exchange pairs: one of each (i, j, R) / (j, i, −R)
+        if cp.long_range and cp.fock_range > 0 and self.mesh is not None:
+            # ρ(R) from an n1×n2 mesh is periodic on the n1·t1 × n2·t2 supercell: beyond half its
+            # height the exchange would see aliased images of the density matrix
+            cell = np.asarray(model.cell, float)
+            heights = abs(np.linalg.det(cell)) / np.linalg.norm(cell, axis=1)[::-1]
+            limit = 0.5 * float(np.min(np.array(self.mesh) * heights))
+            if cp.fock_range > limit:
+                raise InputError(f"fock_range {cp.fock_range} Å exceeds {limit:.2f} Å, half the Born–von Kármán "
+                                 f"supercell of the {self.mesh[0]}×{self.mesh[1]} k-mesh (the density matrix "
+                                 "would be aliased); use a denser k-mesh or a shorter fock_range")
         if cp.long_range and cp.fock_range > 0:
             pl = model.pairs(cp.fock_range)
             R = pl.R
@@ -432,7 +442,8 @@ class HFSystem:
 
     def solve(self, U: float = 0.0, filling: float = 0.0, kT: float = 0.001, init: str = "afm", seed: int = 0,
               mixer: str = "anderson", mixing_weight: float = 0.3, mixing_history: int = 8,
-              tol: float = 1e-6, energy_tol: float = 1e-7, max_iter: int = 300, init_amplitude: float = 0.1,
+              tol: float = 1e-6, energy_tol: float = 1e-7, max_iter: int = 300, init_amplitude: float = 1.0,
+              anderson_start: float = 1e-2,
               warm_start: HFResult | None = None, checkpoint: str | Path | None = None,
               checkpoint_every: int = 5, progress: Callable[[dict], None] | None = None,
               config: dict | None = None) -> HFResult:
@@ -445,6 +456,8 @@ class HFSystem:
         kT : temperature (eV, > 0), Fermi–Dirac occupations, μ by bisection every iteration
         init, seed, init_amplitude : seed pattern (see :meth:`initial_state`)
         mixer, mixing_weight, mixing_history : density mixer (:mod:`moireu.hf.mixing`)
+        anderson_start : the quasi-Newton mixer takes over from damped linear mixing once the
+            residual is below this (and hands back when the residual grows 20× past it)
         tol : convergence threshold on max |ρ_out − ρ_in| over the site occupations and the
             exchange pair list (density-matrix residual)
         energy_tol : and on |E_m − E_{m−1}| (eV per moiré cell)
@@ -478,7 +491,9 @@ class HFSystem:
         mix = make_mixer(mixer, mixing_weight, mixing_history)
         opts = {"U": U, "filling": filling, "kT": kT, "init": init, "seed": int(seed), "mixer": str(mixer),
                 "mixing_weight": mixing_weight, "mixing_history": mixing_history, "tol": tol,
-                "energy_tol": energy_tol, "max_iter": max_iter, "init_amplitude": init_amplitude}
+                "energy_tol": energy_tol, "max_iter": max_iter, "init_amplitude": init_amplitude,
+                "anderson_start": anderson_start}
+        probed = 0
         res_hist: list[float] = []
         e_hist: list[float] = []
         start_iter = 0
@@ -497,14 +512,22 @@ class HFSystem:
             self.check_compatible(warm_start, what="warm-start result")
             n, rho = warm_start.occupations.copy(), warm_start.pair_density.copy()
             n += (filling - warm_start.filling) / (2.0 * self.n_orb)
-            if init != "paramagnetic" and warm_start.max_moment < 1e-3:
-                n = np.clip(n + self._seed_moment(init, init_amplitude, seed), 0.0, 1.0)
+            if init != "paramagnetic" and warm_start.max_moment < 1e-3 and U > 0:
+                # non-magnetic start: seed the pattern only where the non-magnetic state is unstable
+                # (one diagonalisation), so sub-critical points converge in a few iterations
+                g = self.instability(U, filling, kT, init, 1e-4, seed)
+                opts["stability_growth"] = g
+                probed = 1
+                if g > 1.0 + 1e-6:
+                    n = np.clip(n + self._seed_moment(init, init_amplitude, seed), 0.0, 1.0)
         else:
             n, rho = self.initial_state(init, filling, kT, init_amplitude, seed)
         x = self._state_vector(n, rho)
         converged = False
-        probed = 0
-        linear_until = 0.0
+        # damped linear mixing until the residual is below anderson_start: quasi-Newton mixers find
+        # *any* root of ρ_out − ρ_in, including unstable saddles far from the start
+        linear_until = anderson_start if mixer != "linear" else 0.0
+        r_switch = anderson_start
         E_last = math.nan
         mu = math.nan
         it = start_iter
@@ -541,7 +564,7 @@ class HFSystem:
                         x = self._state_vector(np.clip(n_c + self._seed_moment(init, amp, seed), 0, 1),
                                                self._unpack(x_out)[1])
                         mix.reset()
-                        linear_until = 1e-3
+                        linear_until = min(anderson_start, 1e-3)
                         E_last = math.nan
                         continue
                 converged = True
@@ -550,8 +573,15 @@ class HFSystem:
             if linear_until > 0 and r > linear_until:
                 x = x + mixing_weight * (x_out - x)
             else:
-                linear_until = 0.0
-                x = mix(x, x_out)
+                if linear_until > 0:
+                    mix.reset()
+                    linear_until = 0.0
+                    r_switch = r
+                if r > 20.0 * max(r_switch, anderson_start):  # the quasi-Newton history went astray
+                    linear_until = anderson_start
+                    x = x + mixing_weight * (x_out - x)
+                else:
+                    x = mix(x, x_out)
             if ckpt is not None and (it - start_iter) % checkpoint_every == 0:
                 self._result(x, mu, E, False, it, res_hist, e_hist, opts, None, U, filling, kT,
                              prior_seconds + time.perf_counter() - t0, config).save(ckpt)
