@@ -210,3 +210,13 @@ def test_fock_range_convergence():
 def test_fock_range_beyond_mesh_period_is_refused():
     with pytest.raises(InputError, match="aliased"):
         HFSystem(build_tbg(1, 3.35, 6.0), (2, 2), CoulombParams(fock_range=8.0))
+
+
+def test_torch_backend_matches_scipy():
+    pytest.importorskip("torch")
+    model = build_tbg(1, 3.35, 6.0)
+    a = HFSystem(model, (2, 2), CoulombParams(), backend="scipy").solve(U=8.0, init="afm")
+    b = HFSystem(model, (2, 2), CoulombParams(), backend="torch").solve(U=8.0, init="afm")
+    assert a.converged and b.converged
+    np.testing.assert_allclose(a.occupations, b.occupations, atol=1e-6)
+    assert a.total_energy == pytest.approx(b.total_energy, abs=1e-6)

@@ -31,6 +31,7 @@ class HFResult:
     band_energies : (nk, 2, N) mean-field eigenvalues on the SCF mesh (eV), or None
     fermi_level : μ (eV)
     total_energy : HF energy per moiré cell (eV), :math:`\mathrm{Tr}[H_{TB}\rho] + E_{int}[\delta\rho]`
+        (internal energy of the output density; the −kT·S term of the free energy is not included)
     converged, iterations, residual_history, energy_history, seconds
     U, filling, kT : the solve parameters (eV, ν, eV)
     sublattice, layer : (N,) int, for the order parameters
