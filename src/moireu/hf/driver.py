@@ -67,13 +67,18 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
             progress: Callable[[dict], None] | None = None) -> list[HFResult]:
     """Solve at every U in ascending order, each warm-started from the previous solution.
 
-    A point that does not converge is kept (flagged) and the next one still starts from it only
-    if it converged; otherwise from the last converged point.
+    A point that does not converge is kept (flagged); the next one starts from the last converged
+    point. A first point at U = 0 starts from the TB state; each warm-started point that inherits a
+    non-magnetic state is probed with :meth:`HFSystem.instability` and seeded only when unstable.
     """
     results: list[HFResult] = []
     prev: HFResult | None = None
     for U in sorted(float(u) for u in U_values):
         kw = dict(kwargs, U=U, warm_start=prev)
+        if prev is None and U == 0.0:
+            # U = 0 at neutrality: the reference TB state is an exact solution (δρ = 0); later points
+            # are seeded with the ordered pattern wherever the non-magnetic state turns unstable
+            kw["init"] = "paramagnetic"
         if save_dir is not None:
             kw["checkpoint"] = Path(save_dir) / f".U_{U:.4f}.ckpt.nc"
         res = system.solve(progress=progress, **kw)
