@@ -423,22 +423,30 @@ class HFSystem:
         return np.column_stack([0.5 * m, -0.5 * m])
 
     def instability(self, U: float, filling: float = 0.0, kT: float = 0.001, pattern: str = "afm",
-                    amplitude: float = 1e-4, seed: int = 0) -> float:
-        r"""Linear growth factor g of a small moment pattern under one mean-field iteration.
+                    amplitude: float = 1e-4, seed: int = 0, power_iters: int = 3) -> float:
+        r"""Linear growth factor g of a small moment pattern under the mean-field map.
 
-        Starting from the non-magnetic state ``paramagnetic`` + a moment pattern δm of size
-        ``amplitude``, one diagonalisation returns :math:`m_{out}`; :math:`g = \langle\delta m,
-        m_{out}\rangle/\langle\delta m,\delta m\rangle`. For the non-magnetic reference at ν = 0 this is
-        the mean-field Stoner/Néel criterion :math:`g = U\chi_0(\mathbf Q)`: g > 1 means the
-        non-magnetic solution is unstable and the ordered one exists (U > U_c).
+        Starting from the non-magnetic state (``paramagnetic``) plus a moment pattern δm of size
+        ``amplitude``, one diagonalisation returns :math:`m_{out}` and
+        :math:`g = \langle\delta m, m_{out}\rangle/\langle\delta m,\delta m\rangle`. Repeating with
+        δm ← m_out (rescaled; ``power_iters`` times) is a power iteration towards the most unstable
+        spin mode, so g approaches the largest eigenvalue of :math:`U\chi_0` (Stoner/Néel criterion):
+        g > 1 means the non-magnetic solution is unstable and an ordered one exists.
         """
         n, rho = self.initial_state("paramagnetic", filling, kT)
-        dm = self._seed_moment(pattern, amplitude, seed)
-        v, F = self._potentials(n + dm, rho, float(U), kT)
-        n_out, *_ = self._diagonalise(v, F, self.n_orb + filling, kT)
-        d = dm[:, 0] - dm[:, 1]
-        m_out = n_out[:, 0] - n_out[:, 1]
-        return float(d @ m_out / (d @ d))
+        d = self._seed_moment(pattern, amplitude, seed)
+        d = d[:, 0] - d[:, 1]
+        g = 0.0
+        for _ in range(max(1, int(power_iters))):
+            v, F = self._potentials(n + np.column_stack([0.5 * d, -0.5 * d]), rho, float(U), kT)
+            n_out, *_ = self._diagonalise(v, F, self.n_orb + filling, kT)
+            m_out = n_out[:, 0] - n_out[:, 1]
+            g = float(d @ m_out / (d @ d))
+            big = float(np.abs(m_out).max())
+            if big == 0.0:
+                break
+            d = m_out * (amplitude / big)
+        return g
 
     def solve(self, U: float = 0.0, filling: float = 0.0, kT: float = 0.001, init: str = "afm", seed: int = 0,
               mixer: str = "anderson", mixing_weight: float = 0.3, mixing_history: int = 8,
