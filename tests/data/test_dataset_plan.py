@@ -76,3 +76,13 @@ def test_bad_config(over, msg):
 def test_heldout_negative_direct():
     with pytest.raises(InputError, match="≥ 0"):
         heldout_values(cfg(), -3)
+
+
+def test_worker_environment():
+    from moireu.data.build import worker_environ
+
+    env = worker_environ(cores=16, n_workers=4)
+    assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"
+    assert worker_environ(2, 8)["OMP_NUM_THREADS"] == "1"
+    # dask's 64 kiB trim threshold is replaced (it disables glibc's dynamic mmap threshold)
+    assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**27 and int(env["MALLOC_MMAP_THRESHOLD_"]) >= 2**27

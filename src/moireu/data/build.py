@@ -169,22 +169,39 @@ def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: boo
         finally:
             client.close()
         return
+    import dask
+
     cores = available_cores()
     n = n_workers or cores
-    blas = str(max(1, cores // n))
     kw: dict[str, Any] = dict(n_workers=n, threads_per_worker=1, processes=processes,
                               dashboard_address=":0", silence_logs=logging.ERROR)
-    if processes:
-        kw["env"] = {"OMP_NUM_THREADS": blas, "MKL_NUM_THREADS": blas, "OPENBLAS_NUM_THREADS": blas}
-    else:
+    if not processes:
         kw["n_workers"], kw["threads_per_worker"] = 1, n
-    cluster = LocalCluster(**kw)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores, n)}):
+        cluster = LocalCluster(**kw)
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+#: glibc malloc: keep freed blocks below 256 MiB in the heap. dask's default
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` disables glibc's dynamic mmap threshold, so every array
+#: above 128 kiB (each 676×676 complex matrix of an HF iteration) is a fresh mmap whose pages fault in
+#: again: measured +75 % CPU per HF solve at TBG i = 7 (benchmarks/dataset_throughput.py notes).
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(256 * 2**20), "MALLOC_MMAP_THRESHOLD_": str(256 * 2**20)}
+
+
+def worker_environ(cores: int, n_workers: int) -> dict[str, str]:
+    """Environment set before a LocalCluster spawns each worker process.
+
+    BLAS/OpenMP pools get ``max(1, cores // n_workers)`` threads each (OMP/MKL/OPENBLAS_NUM_THREADS),
+    and :data:`MALLOC_ENV` replaces dask's malloc settings (see there).
+    """
+    blas = str(max(1, cores // max(1, n_workers)))
+    return {"OMP_NUM_THREADS": blas, "MKL_NUM_THREADS": blas, "OPENBLAS_NUM_THREADS": blas} | MALLOC_ENV
 
 
 def n_workers_of(client: Any) -> int:
