@@ -135,7 +135,8 @@ class TrainConfig(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     patience: int = Field(10, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)
-    augment: Literal["clean", "mild", "symb", "noisy"] = "mild"
+    augment: Literal["clean", "mild", "symb", "noisy"] = Field("clean", description="training augmentation profile "
+                                                               "(recipe ours; measured: mild hurts on HF FT-LDOS data)")
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = False
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
@@ -146,6 +147,8 @@ class TrainConfig(_Section):
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
+    pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
+    linear_skip: bool = Field(False, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
 
 
 class AnalysisConfig(_Section):

@@ -9,7 +9,9 @@ from moireu.ml.models import BasicBlock, ResNet18
 
 
 @pytest.mark.parametrize("name,kw", [("fc", {"image_size": (32, 32)}), ("cnn", {"width": 4}),
-                                     ("cnn", {"width": 4, "coord_channels": True}), ("resnet18", {"width": 8})])
+                                     ("cnn", {"width": 4, "coord_channels": True}),
+                                     ("cnn", {"width": 4, "pool_grid": 2, "linear_skip": (32, 32)}),
+                                     ("resnet18", {"width": 8})])
 def test_shapes_and_gradcam_layer(name, kw):
     torch.manual_seed(0)
     m = create_model(name, **kw)
@@ -104,3 +106,17 @@ def test_scan_lines_land_on_kx_zero_column_and_strain_breaks_symmetry():
     radius = lambda t: float((t[0, 0] * (kx**2 + ky**2).sqrt()).sum() / t[0, 0].sum())  # noqa: E731
     peaks_x = s[0, 0, 16, :]  # a row through the centre: strain moves the peaks along it
     assert abs(radius(s) - radius(img)) > 1e-3 or not torch.allclose(peaks_x, img[0, 0, 16, :], atol=1e-2)
+
+
+def test_linear_skip_starts_at_zero_and_is_linear_in_the_pixels():
+    torch.manual_seed(0)
+    m = create_model("cnn", width=4, linear_skip=(16, 16)).eval()
+    base = create_model("cnn", width=4).eval()
+    base.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("skip")})
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), base(x))  # zero-initialised skip: the plain cnn
+        m.skip.weight.fill_(0.5)
+        torch.testing.assert_close(m(x) - base(x), 0.5 * x.flatten(1).sum(1))
+    with pytest.raises(InputError, match="linear skip"):
+        m(torch.randn(1, 1, 8, 8))

@@ -94,12 +94,22 @@ class ConvNet(nn.Module):
         Append two fixed input channels holding the normalised pixel coordinates (CoordConv,
         Liu et al., NeurIPS 2018). FT-LDOS peaks sit at fixed wave vectors; the coordinates let the
         translation-equivariant convolutions tell peaks apart by where they are.
+    pool_grid : int
+        The final average pool keeps a ``g × g`` grid of cells (``1``: global average pool, the
+        reference architecture). ``g > 1`` keeps coarse k-space position (which Bragg/satellite
+        cluster a feature came from) at ``g²`` times the head's input width.
+    linear_skip : tuple (H, W) or None
+        "Wide & deep" (Cheng et al., DLRS 2016): add a linear read-out of the input pixels,
+        ``y = head(conv(x)) + wᵀ vec(x)``, with ``w`` initialised to zero. FT-LDOS intensities at
+        fixed wave vectors carry U almost linearly; the convolutional path models the rest.
+        The tuple is the input size the linear layer is built for.
     """
 
     gradcam_layer = "features.3"
 
     def __init__(self, width: int = 16, dropout: float = 0.2, hidden: int = 64,
-                 coord_channels: bool = False) -> None:
+                 coord_channels: bool = False, pool_grid: int = 1,
+                 linear_skip: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.coord_channels = bool(coord_channels)
         c_in = 3 if self.coord_channels else 1
@@ -109,18 +119,30 @@ class ConvNet(nn.Module):
             blocks.append(ConvBlock(c_in, c))
             c_in = c
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, hidden),
+        self.pool = nn.AdaptiveAvgPool2d(int(pool_grid))
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in * int(pool_grid) ** 2, hidden),
                                   nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        self.skip_size = None if not linear_skip else (int(linear_skip[0]), int(linear_skip[1]))
+        self.skip: nn.Linear | None = None
+        if self.skip_size is not None:
+            self.skip = nn.Linear(self.skip_size[0] * self.skip_size[1], 1, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x)
+        lin = None
+        if self.skip is not None:
+            if tuple(x.shape[-2:]) != self.skip_size:
+                raise InputError(f"cnn linear skip was built for {self.skip_size[0]}×{self.skip_size[1]} inputs, "
+                                 f"got {x.shape[-2]}×{x.shape[-1]}")
+            lin = self.skip(x.flatten(1)).squeeze(-1)
         if self.coord_channels:
             n, _, h, w = x.shape
             yy = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device).view(1, 1, h, 1).expand(n, 1, h, w)
             xx = torch.linspace(-1.0, 1.0, w, dtype=x.dtype, device=x.device).view(1, 1, 1, w).expand(n, 1, h, w)
             x = torch.cat([x, xx, yy], dim=1)
-        return self.head(self.pool(self.features(x))).squeeze(-1)
+        y = self.head(self.pool(self.features(x))).squeeze(-1)
+        return y if lin is None else y + lin
 
 
 class BasicBlock(nn.Module):

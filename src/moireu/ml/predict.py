@@ -15,8 +15,7 @@ import torch
 
 from moireu.errors import InputError
 from moireu.ml.data import Preprocess
-from moireu.ml.models import create_model
-from moireu.ml.train import FORMAT
+from moireu.ml.train import FORMAT, build_model
 from moireu.ml.uncertainty import RunModel, predict_tensor
 
 __all__ = ["LoadedRun", "load_run", "load_checkpoint", "predict_image", "predict_tensor", "read_ready_image"]
@@ -67,12 +66,9 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     """
     blob = load_checkpoint(run_dir)
     prep = Preprocess.from_spec(blob["preprocess"])
-    kw = dict(blob["model_kwargs"])
-    if blob["model"] == "fc":
-        kw["image_size"] = tuple(prep.out_shape)
     members = []
     for sd in blob["members"]:
-        m = create_model(blob["model"], **kw)
+        m = build_model(blob["model"], blob["model_kwargs"], prep.out_shape)
         try:
             m.load_state_dict(sd)
         except RuntimeError as exc:

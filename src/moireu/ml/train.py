@@ -105,7 +105,8 @@ def resolve_recipe(tc: Any) -> Recipe:
                       ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage)
     kw = {"dropout": tc.dropout}
     if tc.model == "cnn":
-        kw |= {"width": width, "coord_channels": tc.coord_channels}
+        kw |= {"width": width, "coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid,
+               "linear_skip": tc.linear_skip}
     elif tc.model == "fc":
         kw |= {"hidden": (width, max(width // 4, 8))}
     else:
@@ -138,11 +139,20 @@ def _loss_fn(name: str) -> nn.Module:
     return {"mse": nn.MSELoss(), "huber": nn.HuberLoss(delta=1.0), "l1": nn.L1Loss()}[name]
 
 
+def build_model(name: str, model_kwargs: dict[str, Any], input_shape: tuple[int, int]) -> nn.Module:
+    """Instantiate a recipe's model for network inputs of ``input_shape`` (fills size-dependent options)."""
+    kw = dict(model_kwargs)
+    if name == "fc":
+        kw["image_size"] = tuple(input_shape)
+    if kw.get("linear_skip") is True:
+        kw["linear_skip"] = tuple(input_shape)
+    elif not kw.get("linear_skip"):
+        kw.pop("linear_skip", None)
+    return create_model(name, **kw)
+
+
 def _build(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
-    kw = dict(recipe.model_kwargs)
-    if recipe.model == "fc":
-        kw["image_size"] = image_shape
-    return create_model(recipe.model, **kw)
+    return build_model(recipe.model, recipe.model_kwargs, image_shape)
 
 
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
