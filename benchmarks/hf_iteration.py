@@ -40,24 +40,34 @@ def main() -> None:
     ref = time.perf_counter() - t
     nk, N = len(system.k_frac), system.n_orb
 
+    hk = system.hk_mesh
+
+    def floor_once() -> float:
+        t0 = time.perf_counter()
+        for q in range(nk):
+            for _s in range(2):
+                sl.eigh(hk[q].copy(), driver="evr", overwrite_a=True, check_finite=False)
+        return time.perf_counter() - t0
+
+    floors = [floor_once()]
     stamps: list[float] = []
     system.solve(U=a.U, init="afm", tol=1e-14, energy_tol=1e-14, max_iter=a.iters,
                  progress=lambda d: stamps.append(d["seconds"]))
     per_iter = float(np.median(np.diff([0.0] + stamps)[1:])) if len(stamps) > 1 else stamps[0]
 
-    # floor: the same number of full eigh calls on matrices of the same size, same run
-    hk = system.hk_mesh
-    t = time.perf_counter()
-    for q in range(nk):
-        for _s in range(2):
-            sl.eigh(hk[q].copy(), driver="evr", overwrite_a=True, check_finite=False)
-    floor = time.perf_counter() - t
+    # floor: the same number of full eigh calls on matrices of the same size, timed before and after
+    # the SCF iterations (shared machines are noisy: the median of both is used)
+    floors.append(floor_once())
+    floor = float(np.median(floors))
 
     over = 100.0 * (per_iter / floor - 1.0)
     print(f"{'system':>10} {'N':>6} {'n_k':>4} {'pairs':>7} {'build s':>8} {'ref s':>7} "
           f"{'floor s':>8} {'iter s':>8} {'overhead':>9} {'backend':>8}")
     print(f"{'TBG i=' + str(a.index):>10} {N:>6} {nk:>4} {system.n_pair:>7} {build:>8.2f} {ref:>7.2f} "
           f"{floor:>8.3f} {per_iter:>8.3f} {over:>8.1f}% {a.backend:>8}")
+    print(f"floor runs {', '.join(f'{f:.3f}' for f in floors)} s; iteration times "
+          f"{', '.join(f'{x:.3f}' for x in np.diff([0.0] + stamps))} s")
+    print("the SCF diagonalises only the lowest ⌈N_e/2⌉ + margin states (evr subset), so it can beat the floor")
     print(f"target: overhead ≤ 25 %  ->  {'PASS' if over <= 25.0 else 'FAIL'}")
 
 
