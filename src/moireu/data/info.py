@@ -88,6 +88,12 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _display_range(img: np.ndarray) -> tuple[float, float]:
+    """Colour range for looking: the 1st–99.5th percentiles (FT-LDOS is dominated by a few peaks)."""
+    lo, hi = np.percentile(img, [1.0, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1.0)
+
+
 def _png_bytes(img: np.ndarray, cmap: str, title: str | None = None) -> bytes:
     import matplotlib
 
@@ -95,11 +101,12 @@ def _png_bytes(img: np.ndarray, cmap: str, title: str | None = None) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
+    lo, hi = _display_range(img)
     if title is None:
-        plt.imsave(buf, img, cmap=cmap, origin="lower", format="png")
+        plt.imsave(buf, img, cmap=cmap, origin="lower", format="png", vmin=lo, vmax=hi)
     else:
         fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
-        ax.imshow(img, cmap=cmap, origin="lower")
+        ax.imshow(img, cmap=cmap, origin="lower", vmin=lo, vmax=hi)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
         fig.savefig(buf, format="png", bbox_inches="tight")
@@ -163,9 +170,12 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         for ax in axes.ravel():
             ax.axis("off")
         for ax, k in zip(axes.ravel(), keys):
-            ax.imshow(np.asarray(ds["image"][pick[k]].values), cmap=cmap, origin="lower", extent=ext)
+            img = np.asarray(ds["image"][pick[k]].values)
+            lo, hi = _display_range(img)
+            ax.imshow(img, cmap=cmap, origin="lower", extent=ext, vmin=lo, vmax=hi)
             ax.set_title(f"{k[0]} U={k[1]:.2f} eV ν={k[2]:+g}", fontsize=7)
-        fig.suptitle("FT-LDOS (kx, ky in Å⁻¹), bias ≈ 0, variation 0", fontsize=9)
+        fig.suptitle("FT-LDOS (kx, ky in Å⁻¹), bias ≈ 0, variation 0; colours clipped to the "
+                     "1st–99.5th percentile", fontsize=9)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
