@@ -1,7 +1,6 @@
 """``moireu scf`` / ``moireu sweep`` end to end on a tiny cell (TBG i = 1, 28 atoms)."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,22 +12,33 @@ BASE = ["--preset", "demo", "--set", "lattice.index=1", "--set", "lattice.interl
         "--set", "hf.kmesh=[2,2]"]
 
 
-def moireu(*args, check=True):
-    p = subprocess.run([sys.executable, "-m", "moireu.cli", *args], capture_output=True, text=True, timeout=300,
-                       env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    if check and p.returncode != 0:
-        raise AssertionError(f"rc={p.returncode}\n{p.stderr}")
-    return p
+class _Run:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _has_main():
-    import importlib.util
-    if importlib.util.find_spec("moireu.cli.__main__") is None:
-        pytest.skip("python -m moireu.cli is unavailable")
+@pytest.fixture
+def moireu(capsys, monkeypatch):
+    """Run ``moireu ARGS`` in-process through the console entry point; returns rc/stdout/stderr."""
+    from moireu.cli import main
+
+    def run(*args, check=True):
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["moireu", *args])
+        try:
+            main()
+            rc = 0
+        except SystemExit as exc:
+            rc = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        if check and rc != 0:
+            raise AssertionError(f"rc={rc}\n{err}")
+        return _Run(rc, out, err)
+
+    return run
 
 
-def test_scf_json_and_result(tmp_path):
+def test_scf_json_and_result(moireu, tmp_path):
     p = moireu("scf", *BASE, "--set", "hf.U=8.0", "--json", "--out", str(tmp_path / "r"))
     s = json.loads(p.stdout)
     for key in ("converged", "iterations", "seconds", "fermi_level_eV", "max_moment", "staggered_moment",
@@ -41,7 +51,7 @@ def test_scf_json_and_result(tmp_path):
     assert (tmp_path / "r" / "config.toml").exists()
 
 
-def test_scf_unconverged_exits_nonzero(tmp_path):
+def test_scf_unconverged_exits_nonzero(moireu, tmp_path):
     p = moireu("scf", *BASE, "--set", "hf.U=8.0", "--set", "hf.max_iter=2", "--out", str(tmp_path / "r"),
                check=False)
     assert p.returncode == 1 and "not converged" in p.stderr
@@ -53,13 +63,13 @@ def test_scf_unconverged_exits_nonzero(tmp_path):
 
 @pytest.mark.parametrize("override,word", [("hf.U=-1", "hf.U"), ("hf.eps=0", "hf.eps"), ("hf.filling=5", "filling"),
                                            ("hf.kmesh=[0,2]", "kmesh")])
-def test_scf_bad_input(tmp_path, override, word):
+def test_scf_bad_input(moireu, tmp_path, override, word):
     p = moireu("scf", *BASE, "--set", override, "--out", str(tmp_path / "r"), check=False)
     assert p.returncode == 2 and word in p.stderr
     assert not (tmp_path / "r").exists()
 
 
-def test_sweep_writes_json_and_png(tmp_path):
+def test_sweep_writes_json_and_png(moireu, tmp_path):
     out = tmp_path / "sw"
     moireu("sweep", *BASE, "--U", "0:8:4", "--out", str(out))
     doc = json.loads((out / "sweep.json").read_text())
