@@ -96,3 +96,9 @@ def write_sxm(path: Path, data: np.ndarray, names: list[str], range_m: float) ->
     hdr += ["", ":SCANIT_END:", ""]
     path.write_bytes("\n".join(hdr).encode() + b"\n\n\x1a\x04" + data.astype(">f4").tobytes())
     return path
+
+
+@pytest.fixture
+def sxm_writer():
+    """:func:`write_sxm` as a fixture (``from conftest import`` is ambiguous across test folders)."""
+    return write_sxm

@@ -83,7 +83,7 @@ def _graphene_points(L=30.0):
     return np.array(pts)
 
 
-def test_predict_every_map_format(run_dir, tmp_path):
+def test_predict_every_map_format(run_dir, tmp_path, sxm_writer):
     rng = np.random.default_rng(0)
     xy = _graphene_points()
     table = np.column_stack([xy, 1 + 0.1 * rng.random(len(xy))])
@@ -96,9 +96,7 @@ def test_predict_every_map_format(run_dir, tmp_path):
 
     Image.fromarray((grid * 100).astype(np.uint8)).save(tmp_path / "map.png")
     _predict(run_dir, tmp_path / "map.png", "--pixel-size", "0.5")
-    from conftest import write_sxm
-
-    write_sxm(tmp_path / "scan.sxm", np.stack([grid, grid])[None].astype(np.float32), ["LI_Demod_1_X"], 32e-10)
+    sxm_writer(tmp_path / "scan.sxm", np.stack([grid, grid])[None].astype(np.float32), ["LI_Demod_1_X"], 32e-10)
     res_sxm = _predict(run_dir, tmp_path / "scan.sxm")
     assert np.isfinite(res_npy["U"]) and np.isfinite(res_sxm["U"])
 

@@ -48,7 +48,7 @@ _register()
 def main() -> None:
     """Console-script entry point: bad input → ``error: ...`` and exit status 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except InputError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -67,4 +67,4 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    sys.exit(0)
+    sys.exit(rc if isinstance(rc, int) else 0)
