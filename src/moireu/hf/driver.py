@@ -106,7 +106,8 @@ def plot_sweep(rows: list[dict], path: Path, title: str = "") -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
     a1.plot(U, [r["max_moment"] for r in rows], "o-", label="max |m_i|")
     a1.plot(U, [r["staggered_moment"] for r in rows], "s-", label="staggered")
-    a1.plot(U, [abs(r["total_moment"]) / max(r.get("n_orb", 1), 1) for r in rows], "^-", label="|Σm|/N")
+    if all("total_moment" in r for r in rows):
+        a1.plot(U, [abs(r["total_moment"]) / max(r.get("n_orb", 1), 1) for r in rows], "^-", label="|Σm|/N")
     bad = [r["U"] for r in rows if not r["converged"]]
     for b in bad:
         a1.axvline(b, color="r", lw=0.8, ls=":")
