@@ -148,7 +148,9 @@ class TrainConfig(_Section):
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
     pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
-    linear_skip: bool = Field(False, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
+    linear_skip: bool = Field(True, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
+    skip_ridge_alpha: float = Field(0.1, ge=0.0, description="cnn linear skip: closed-form ridge read-out on "
+                                    "per-pixel standardised inputs, frozen (α; 0 = learned from zero)")
 
 
 class AnalysisConfig(_Section):

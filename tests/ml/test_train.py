@@ -177,3 +177,24 @@ def test_bad_inputs(store, tmp_path):
     (run / "checkpoint.pt").write_bytes(b"garbage" * 10)
     with pytest.raises(InputError, match="corrupt"):
         load_run(run)
+
+
+def test_ridge_readout_recovers_a_linear_map_and_initialises_the_frozen_skip():
+    """Known answer: y = vᵀx + 2 exactly, tiny α → the ridge read-out interpolates y."""
+    from moireu.ml.models import create_model
+    from moireu.ml.train import _init_skip, ridge_readout
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(80, 1, 16, 16, generator=g) * 3.0 + 1.0
+    v = torch.randn(256, generator=g)
+    y = x.flatten(1) @ v + 2.0
+    w, b = ridge_readout(x, y, alpha=1e-8)
+    assert torch.allclose(x.flatten(1) @ w[0] + b, y, atol=1e-3)
+    m = create_model("cnn", width=2, linear_skip=(16, 16)).eval()
+    _init_skip(m, w, b)
+    assert not m.skip.weight.requires_grad
+    assert torch.allclose(m(x), y, atol=1e-3)  # the network starts at the ridge prediction
+    with pytest.raises(InputError):
+        ridge_readout(x, y, alpha=0.0)
+    with pytest.raises(InputError):
+        _init_skip(create_model("cnn", width=2), w, b)

@@ -78,6 +78,7 @@ class Recipe:
     input_size: int = 0
     retrain_full: bool = False
     coverage: float = 0.9
+    skip_ridge_alpha: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +105,7 @@ def resolve_recipe(tc: Any) -> Recipe:
                       standardise_inputs=False, standardise_targets=False, clamp_min=0.0, augment="clean",
                       ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage)
     kw = {"dropout": tc.dropout}
+    skip_alpha = tc.skip_ridge_alpha if (tc.model == "cnn" and tc.linear_skip) else 0.0
     if tc.model == "cnn":
         kw |= {"width": width, "coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid,
                "linear_skip": tc.linear_skip}
@@ -115,7 +117,66 @@ def resolve_recipe(tc: Any) -> Recipe:
                   lr=tc.lr, weight_decay=tc.weight_decay, patience=tc.patience, grad_clip=tc.grad_clip,
                   loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
-                  retrain_full=tc.retrain_full, coverage=tc.coverage)
+                  retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha)
+
+
+def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6) -> tuple[torch.Tensor, float]:
+    """Closed-form ridge regression of ``y`` on the pixels of ``x`` with per-pixel standardisation.
+
+    Each pixel ``j`` is standardised on the given (training) images, ``a_ij = (x_ij − m_j) / s_j``;
+    the ridge solution in dual form (n ≪ number of pixels P) is
+
+    ``c = (A Aᵀ + α I)⁻¹ (y − ȳ)``,  ``w = Aᵀ c``,  ``ŷ(x) = ȳ + Σ_j w_j (x_j − m_j) / s_j``
+
+    (Hoerl & Kennard, Technometrics 12, 55 (1970); the dual form: Saunders, Gammerman & Vovk,
+    ICML 1998). The standardisation is folded into the returned weights:
+    ``ŷ(x) = w_effᵀ vec(x) + b`` with ``w_eff = w / s`` and ``b = ȳ − Σ_j w_j m_j / s_j``.
+
+    Parameters
+    ----------
+    x : tensor (n, 1, H, W)
+        Network inputs (already normalised by :class:`~moireu.ml.data.Preprocess`).
+    y : tensor (n,)
+        Targets.
+    alpha : float
+        Ridge penalty α > 0 (in units of the summed squares of standardised pixels).
+
+    Returns
+    -------
+    (w_eff (1, H·W) float32, b float)
+    """
+    if alpha <= 0:
+        raise InputError(f"ridge penalty alpha must be > 0, got {alpha}")
+    a = x.flatten(1).double()
+    m = a.mean(0)
+    s = a.std(0).clamp_min(eps)
+    a = (a - m) / s
+    t = y.double()
+    t_mean = t.mean()
+    k = a @ a.T
+    c = torch.linalg.solve(k + alpha * torch.eye(k.shape[0], dtype=k.dtype), t - t_mean)
+    w = a.T @ c
+    w_eff = (w / s).float()[None]
+    b = float(t_mean - (w * m / s).sum())
+    return w_eff, b
+
+
+def _init_skip(model: nn.Module, w_eff: torch.Tensor, b: float) -> None:
+    """Set the cnn's linear skip to a fixed ridge read-out and zero the last head layer.
+
+    The network then starts exactly at the ridge prediction; the convolutional path learns the
+    residual. The skip weights are frozen (``requires_grad = False``): Adam's per-coordinate
+    steps would otherwise walk thousands of well-conditioned ridge weights away from the optimum.
+    """
+    skip = getattr(model, "skip", None)
+    if skip is None:
+        raise InputError("skip_ridge_alpha > 0 needs the cnn with linear_skip on")
+    with torch.no_grad():
+        skip.weight.copy_(w_eff)
+        last = model.head[-1]
+        last.weight.zero_()
+        last.bias.fill_(b)
+    skip.weight.requires_grad_(False)
 
 
 def seed_everything(seed: int) -> None:
@@ -315,17 +376,23 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
         resume_blob = blob.get("current")
 
     t_start = time.perf_counter()
+    skip_init = None
+    if recipe.skip_ridge_alpha > 0:
+        with torch.no_grad():
+            skip_init = ridge_readout(prep.normalise(xtr), ytr, recipe.skip_ridge_alpha)
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
         model = _build(recipe, prep.out_shape)
+        if skip_init is not None:
+            _init_skip(model, *skip_init)
         gen = torch.Generator().manual_seed(mseed)
         st = _MemberState(member=k)
         best: dict[str, Any] = {"state": None}
         pre_retrain: dict[str, Any] = {}
 
         def make_opt(m: nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
-            opt = torch.optim.Adam(m.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+            opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay)
             n_batches = max(1, math.ceil(xtr.shape[0] / min(recipe.batch_size, xtr.shape[0])))
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches, eta_min=recipe.lr / 100)
             return opt, sched
@@ -365,6 +432,10 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
             if recipe.retrain_full:
                 torch.manual_seed(mseed + 1)
                 model = _build(recipe, prep.out_shape)
+                if skip_init is not None:
+                    w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
+                                                 recipe.skip_ridge_alpha)
+                    _init_skip(model, w_all, b_all)
                 gen = torch.Generator().manual_seed(mseed + 1)
                 opt, sched = make_opt(model, st.best_epoch + 1)
                 st = _MemberState(member=k, phase="retrain")
