@@ -12,6 +12,12 @@ global standardisation (training-split statistics), targets standardised
 ``t = (U − mean U_train) / std U_train``, Huber loss (δ = 1 in standardised units), the
 ``augment`` profile on the fly, CoordConv input channels for the CNN, and a deep ensemble of
 ``ensemble`` members whose spread feeds split-conformal intervals (:mod:`moireu.ml.uncertainty`).
+For the CNN, ``ours`` adds a "wide & deep" linear read-out of the input pixels whose weights are the
+closed-form ridge solution on per-pixel standardised training inputs (:func:`ridge_readout`,
+``skip_ridge_alpha``), frozen; the network starts at the ridge prediction and its convolutional
+path learns the residual. Measured on the demo store: U is carried by the intensity at fixed wave
+vectors, which a global-average-pooled CNN cannot localise (ridge alone: test MAE 0.07 eV vs
+0.16 eV for the plain CNN).
 Learning rate, weight decay, epochs, patience, clipping come from the config.
 
 The loop is a plain torch loop over in-memory tensors: every random draw (initialisation,
