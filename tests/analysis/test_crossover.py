@@ -63,3 +63,16 @@ def test_combine_and_errors():
     assert combine_estimates([])["U_c"] is None
     with pytest.raises(InputError):
         fit_hinge(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0]))
+
+
+def test_onset_bracket_on_a_grid():
+    from moireu.analysis.crossover import order_parameter_onset
+
+    U = np.repeat(np.arange(0.0, 6.01, 0.5), 3)
+    m = np.where(U > 2.2, 0.02 * np.sqrt(np.clip(U - 2.2, 0, None)) + 0.05 * np.clip(U - 5.0, 0, None), 0.0)
+    e = order_parameter_onset(U, m, "m", t=2.7)
+    assert e.ci68 == (2.0, 2.5) and e.U_c == pytest.approx(2.25)
+    assert e.U_c_err == pytest.approx(0.5 / np.sqrt(12)) and e.supported
+    assert e.U_c_over_t == pytest.approx(2.25 / 2.7)
+    none = order_parameter_onset(U, np.zeros_like(U), "m")
+    assert none.U_c is None and not none.supported

@@ -142,11 +142,14 @@ class CrossoverEstimate:
     t: float = T_NN
     note: str = ""
     curve: dict[str, Any] = field(default_factory=dict)
+    bracketed: bool = False  # U_c located between two sampled U (order-parameter onset), no fit involved
 
     @property
     def supported(self) -> bool:
-        """A kink is found and favoured over a straight line by ΔBIC > 2 (Kass & Raftery, JASA 1995)."""
-        return self.U_c is not None and self.delta_bic is not None and self.delta_bic > 2.0
+        """An onset is bracketed, or a kink is favoured over a straight line by ΔBIC > 2 (Kass & Raftery, JASA 1995)."""
+        if self.U_c is None:
+            return False
+        return self.bracketed or (self.delta_bic is not None and self.delta_bic > 2.0)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -206,6 +209,31 @@ def order_parameter_crossover(U: np.ndarray, values: np.ndarray, quantity: str, 
     boots = _bootstrap(lambda a, b: fit_hinge(a, b, flat_left=True), resample, n_boot, seed)
     curve["fit"] = (fit.predict(vals)[:, 0] * (yp.std() if yp.std() > 0 else 1.0)).tolist()
     return _estimate(method, quantity, fit, boots, n_boot, t, "", curve, vals[1], vals[-2])
+
+
+def order_parameter_onset(U: np.ndarray, values: np.ndarray, quantity: str, t: float = T_NN,
+                          threshold: float = 1e-3) -> CrossoverEstimate:
+    """U_c bracketed by the sampled U: the last U where |order parameter| < ``threshold`` and the next one.
+
+    The mean-field transition is where the ordered solution first exists, so on a U grid it lies in
+    (U_below, U_above]. The estimate is the bracket's midpoint, its uncertainty the standard deviation
+    of a uniform distribution on the bracket, (U_above − U_below)/√12, and ``ci68`` the bracket itself.
+    Unlike a hinge fit of m² this does not assume the critical law holds across the whole range
+    (in TBG the moment first grows slowly on the AA regions, then fast once the whole cell orders).
+    """
+    vals, inv = unique_u(U)
+    y = np.array([np.mean(np.abs(np.asarray(values, float)[inv == j])) for j in range(len(vals))])
+    curve = {"U": vals.tolist(), "y": y.tolist(), "threshold": threshold}
+    method = f"onset of {quantity}: bracketed between the last U with |{quantity}| < {threshold:g} and the next"
+    above = np.flatnonzero(y >= threshold)
+    if len(above) == 0 or above[0] == 0:
+        note = ("never reaches the threshold in range" if len(above) == 0 else "already ordered at the smallest U")
+        return CrossoverEstimate(method, quantity, None, None, None, None, None, None, len(vals), 0, t, note, curve)
+    lo, hi = float(vals[above[0] - 1]), float(vals[above[0]])
+    note = "" if np.all(y[above[0]:] >= threshold) else "non-monotonic: the order parameter vanishes again at larger U"
+    uc, err = 0.5 * (lo + hi), (hi - lo) / math.sqrt(12.0)
+    return CrossoverEstimate(method, quantity, uc, err, (lo, hi), uc / t, err / t, None, len(vals), 0, t, note,
+                             curve, bracketed=True)
 
 
 def trajectory_crossover(U: np.ndarray, Y: np.ndarray, method: str, quantity: str, t: float = T_NN,

@@ -15,7 +15,7 @@ from moireu.provenance import provenance, write_json_atomic
 
 from . import figures as F
 from .baselines import fit_baselines
-from .crossover import combine_estimates, order_parameter_crossover, trajectory_crossover
+from .crossover import combine_estimates, order_parameter_crossover, order_parameter_onset, trajectory_crossover
 from .data import AnalysisData, load_store
 from .interpret import attention_profile, attribution_maps, average_per_u_bin, sample_geometries
 from .pca import fit_pca, projections_vs_u, variance_maps
@@ -254,6 +254,8 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
 
         # 5. crossover --------------------------------------------------------------------------------
         ests = []
+        if "hf_max_moment" in data.hf:
+            ests.append(order_parameter_onset(data.U, data.hf["hf_max_moment"], "hf_max_moment (onset)", t))
         for q in ("hf_staggered_moment", "hf_max_moment"):
             if q in data.hf:
                 ests.append(order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
