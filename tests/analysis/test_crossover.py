@@ -58,8 +58,13 @@ def test_combine_and_errors():
     U = np.linspace(0, 6, 13)
     e1 = order_parameter_crossover(U, np.sqrt(np.maximum(U - 2.5, 0)), "a", n_boot=20)
     e2 = order_parameter_crossover(U, np.sqrt(np.maximum(U - 3.0, 0)), "b", n_boot=20)
-    c = combine_estimates([e1, e2])
+    c = combine_estimates([e1, e2], resolution=1.0)  # a coarse grid cannot tell them apart
     assert c["n"] == 2 and 2.5 <= c["U_c"] <= 3.0 and c["spread"] == pytest.approx(0.5, abs=0.02)
+    assert c["consistent"] and len(c["features"]) == 1
+    # without the grid resolution the two noise-free kinks 0.5 eV apart are distinct features
+    c0 = combine_estimates([e1, e2], resolution=0.0)
+    assert not c0["consistent"] and [f["n"] for f in c0["features"]] == [1, 1]
+    assert c0["U_c"] == pytest.approx(c0["features"][0]["U_c"])  # tie → the lower U
     assert combine_estimates([])["U_c"] is None
     with pytest.raises(InputError):
         fit_hinge(np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0]))
@@ -76,3 +81,21 @@ def test_onset_bracket_on_a_grid():
     assert e.U_c_over_t == pytest.approx(2.25 / 2.7)
     none = order_parameter_onset(U, np.zeros_like(U), "m")
     assert none.U_c is None and not none.supported
+
+
+def test_combine_groups_disagreeing_estimates():
+    """Estimates that disagree are not averaged: the majority group is the headline, all are listed."""
+    from moireu.analysis.crossover import CrossoverEstimate
+
+    def est(u, err, q):
+        return CrossoverEstimate("m", q, u, err, None, u / 2.7, err / 2.7, 10.0, 13, 0)
+
+    ests = [est(2.1, 0.07, "onset"), est(5.6, 0.3, "a"), est(4.8, 0.5, "b"), est(5.45, 0.2, "c"),
+            est(5.5, 0.0, "d"), est(9.0, 0.1, "unsupported")]
+    ests[-1] = CrossoverEstimate("m", "unsupported", 9.0, 0.1, None, 9 / 2.7, 0.1 / 2.7, -5.0, 13, 0)
+    c = combine_estimates(ests, resolution=0.5)
+    assert not c["consistent"]
+    assert [f["n"] for f in c["features"]] == [1, 4]
+    assert c["n"] == 4 and 5.3 < c["U_c"] < 5.6 and set(c["used"]) == {"a", "b", "c", "d"}
+    assert c["features"][0]["used"] == ["onset"] and c["features"][0]["U_c"] == pytest.approx(2.1)
+    assert all("unsupported" not in f["used"] for f in c["features"])

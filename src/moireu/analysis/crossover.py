@@ -268,22 +268,60 @@ def trajectory_crossover(U: np.ndarray, Y: np.ndarray, method: str, quantity: st
     return _estimate(method, quantity, fit, boots, n_boot, t, "", curve, vals[1], vals[-2])
 
 
-def combine_estimates(estimates: list[CrossoverEstimate], err_floor: float = 0.05) -> dict[str, Any]:
-    """Inverse-variance weighted mean of the supported estimates (kink favoured by ΔBIC, with an error).
+def _weighted(group: list[CrossoverEstimate], err_floor: float) -> tuple[float, float]:
+    """Inverse-variance mean and its error, inflated by the Birge ratio when the members scatter."""
+    w = np.array([1.0 / max(e.U_c_err, err_floor) ** 2 for e in group])
+    u = np.array([e.U_c for e in group])
+    mean = float(np.sum(w * u) / np.sum(w))
+    err = 1.0 / math.sqrt(float(np.sum(w)))
+    if len(group) > 1:
+        chi2 = float(np.sum(w * (u - mean) ** 2))
+        err *= math.sqrt(max(chi2 / (len(group) - 1), 1.0))
+    return mean, err
 
-    Each uncertainty is floored at ``err_floor`` eV: noise-free curves (the HF order parameter on a
-    U grid) give a bootstrap spread near zero that would otherwise take all the weight.
+
+def combine_estimates(estimates: list[CrossoverEstimate], err_floor: float = 0.05,
+                      resolution: float = 0.0) -> dict[str, Any]:
+    """Group the supported estimates into mutually consistent *features* and combine each group.
+
+    Averaging estimates that disagree would produce a U_c that no method supports, so the supported
+    estimates (bracketed onset, or kink with ΔBIC > 2) are first grouped: sorted by U_c, an estimate
+    joins the current group when it agrees with *every* member at 2σ (complete linkage), where each
+    σ² = max(σ_U_c, err_floor)² + h²/12 includes the resolution of the sampled U grid (spacing
+    ``resolution`` = h; a kink located on a grid of spacing h is uncertain by h/√12 whatever its
+    bootstrap spread). Each feature is the inverse-variance mean of its members (errors floored at
+    ``err_floor``, noise-free curves would otherwise take all weight), its error inflated by the Birge
+    ratio √(χ²/(n−1)) when the members scatter more than their errors.
+
+    The headline ``U_c`` is the feature supported by most estimates (ties: the lower U); all features
+    are listed under ``features`` and ``consistent`` says whether there is only one.
     """
-    ok = [e for e in estimates if e.supported and e.U_c_err is not None]
+    ok = sorted((e for e in estimates if e.supported and e.U_c_err is not None), key=lambda e: e.U_c)
     if not ok:
         return {"U_c": None, "U_c_err": None, "U_c_over_t": None, "U_c_over_t_err": None, "n": 0,
-                "used": []}
-    w = np.array([1.0 / max(e.U_c_err, err_floor) ** 2 for e in ok])
-    u = np.array([e.U_c for e in ok])
-    mean = float(np.sum(w * u) / np.sum(w))
-    err = float(1.0 / math.sqrt(np.sum(w)))
+                "used": [], "features": [], "consistent": None}
+    var_res = resolution ** 2 / 12.0
+
+    def agree(a: CrossoverEstimate, b: CrossoverEstimate) -> bool:
+        s2 = max(a.U_c_err, err_floor) ** 2 + max(b.U_c_err, err_floor) ** 2 + 2.0 * var_res
+        return abs(a.U_c - b.U_c) <= 2.0 * math.sqrt(s2)
+
+    groups: list[list[CrossoverEstimate]] = []
+    for e in ok:
+        if groups and all(agree(e, m) for m in groups[-1]):
+            groups[-1].append(e)
+        else:
+            groups.append([e])
     t = ok[0].t
-    return {"U_c": mean, "U_c_err": err, "U_c_over_t": mean / t, "U_c_over_t_err": err / t, "n": len(ok),
-            "spread": float(u.max() - u.min()) if len(u) > 1 else 0.0, "used": [e.quantity for e in ok],
-            "method": f"inverse-variance weighted mean (errors floored at {err_floor} eV) of the estimates "
-                      "with ΔBIC > 2"}
+    features = []
+    for g in groups:
+        mean, err = _weighted(g, err_floor)
+        features.append({"U_c": mean, "U_c_err": err, "U_c_over_t": mean / t, "U_c_over_t_err": err / t,
+                         "n": len(g), "used": [e.quantity for e in g]})
+    head = max(features, key=lambda f: (f["n"], -f["U_c"]))
+    u = np.array([e.U_c for e in ok])
+    return {**head, "spread": float(u.max() - u.min()), "features": features, "consistent": len(features) == 1,
+            "resolution": float(resolution),
+            "method": f"supported estimates grouped by 2σ agreement (σ floored at {err_floor} eV, plus the U-grid "
+                      f"resolution h/√12, h = {resolution:.3g} eV); inverse-variance mean per group; headline = "
+                      "the group with most estimates"}

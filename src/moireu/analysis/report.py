@@ -354,10 +354,20 @@ def _crossover_section(adir: Path, analysis: dict[str, Any] | None) -> str:
                      "–" if e["delta_bic"] is None else f"{e['delta_bic']:.1f}",
                      "yes" if e.get("supported") else "no", e.get("note", "")])
     c = cx.get("combined", {})
-    comb = (f"<p>Combined (supported estimates): <b>U_c = {c['U_c']:.2f} ± {c['U_c_err']:.2f} eV, "
-            f"U_c/t = {c['U_c_over_t']:.2f} ± {c['U_c_over_t_err']:.2f}</b> (t = {cx['t']} eV; spread between "
-            f"methods {c['spread']:.2f} eV). Reference: U_c/t ≈ 1.</p>"
-            if c.get("U_c") is not None else "<p>No estimate supports a kink (ΔBIC ≤ 2 everywhere).</p>")
+    if c.get("U_c") is None:
+        comb = "<p>No estimate supports a kink (ΔBIC ≤ 2 everywhere).</p>"
+    else:
+        feats = c.get("features") or [c]
+        items = "".join(f"<li>U_c = {f['U_c']:.2f} ± {f['U_c_err']:.2f} eV, U_c/t = {f['U_c_over_t']:.2f} ± "
+                        f"{f['U_c_over_t_err']:.2f} — {_esc(', '.join(f['used']))}</li>" for f in feats)
+        head = (f"<b>U_c = {c['U_c']:.2f} ± {c['U_c_err']:.2f} eV, U_c/t = {c['U_c_over_t']:.2f} ± "
+                f"{c['U_c_over_t_err']:.2f}</b> (t = {cx['t']} eV)")
+        if len(feats) == 1:
+            comb = f"<p>All supported estimates agree: {head}. Reference: U_c/t ≈ 1.</p>"
+        else:
+            comb = (f"<p>The supported estimates do <b>not</b> agree on one U_c: they fall into {len(feats)} groups "
+                    f"(2σ agreement, including the U-grid resolution h/√12, h = {c.get('resolution', 0):.2g} eV):</p>"
+                    f"<ul>{items}</ul><p>Supported by most methods: {head}. Reference: U_c/t ≈ 1.</p>")
     fig = analysis.get("figures", {}).get("crossover")
     img = _img(adir / fig, CAPTIONS["crossover"]) if fig and (adir / fig).is_file() else ""
     return comb + _table(["quantity", "method", "U_c (eV)", "U_c / t", "ΔBIC", "kink supported", "note"], rows) + img

@@ -104,6 +104,12 @@ def _pick_per_u(U: np.ndarray, per_u: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(pick))
 
 
+def _grid_spacing(data: AnalysisData) -> float:
+    """Median spacing (eV) of the training U grid: the resolution any U_c located from it has."""
+    vals, _ = unique_u(data.U[data.grid] if data.grid.any() else data.U)
+    return float(np.median(np.diff(vals))) if vals.size > 1 else 0.0
+
+
 def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[LoadedModel] | None = None,
             cfg: AnalysisConfig | None = None, seed: int | None = None, split_idx: dict[str, np.ndarray] | None = None,
             progress: bool = True) -> dict[str, Any]:
@@ -286,7 +292,7 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
         for entry in res["interpretability"]:
             entry.pop("_shares", None)
             entry.pop("_U", None)
-        res["crossover"] = {"t": t, "estimates": [x.to_dict() for x in ests], "combined": combine_estimates(ests)}
+        res["crossover"] = {"t": t, "estimates": [x.to_dict() for x in ests], "combined": combine_estimates(ests, resolution=_grid_spacing(data))}
         figs["crossover"] = F.crossover_figure(ests, t, out / "crossover.png").name
         step("writing analysis.json")
         res["models"] = [{"name": m.name, "run_dir": str(m.run_dir) if m.run_dir else None} for m in models]

@@ -64,7 +64,9 @@ def analyze_cmd(
     c = res["crossover"]["combined"]
     info(f"analyze: wrote {Path(out) / 'analysis.json'} and {len(res['figures'])} figures")
     if c.get("U_c") is not None:
-        info(f"analyze: combined U_c = {c['U_c']:.2f} ± {c['U_c_err']:.2f} eV (U_c/t = {c['U_c_over_t']:.2f})")
+        for f in c.get("features") or [c]:
+            info(f"analyze: U_c = {f['U_c']:.2f} ± {f['U_c_err']:.2f} eV (U_c/t = {f['U_c_over_t']:.2f}) "
+                 f"from {', '.join(f['used'])}")
     if json_out:
         emit_json({"out": str(out), "figures": res["figures"], "crossover": res["crossover"]["combined"],
                    "baselines": res.get("baselines", [])})
