@@ -1,7 +1,7 @@
 """``moireu demo``: the whole pipeline on one preset, one run directory, resumable stage by stage.
 
 bands → STM examples (U = 0 and U_max) → dataset (HF sweep on dask + FT-LDOS images) → train CNN
-(and ResNet-18 unless ``--no-resnet``) → evaluate on test and held-out → analysis (similarity, PCA,
+(and ResNet-18 with ``--resnet``) → evaluate on test and held-out → analysis (similarity, PCA,
 baselines, Grad-CAM / guided backprop, crossover) → report.html.
 
 Each stage runs as its own ``moireu`` subcommand in a child process and leaves a marker file; a rerun
@@ -23,12 +23,18 @@ import typer
 from moireu.cli.common import ConfigOpt, ForceOpt, PresetOpt, SetOpt, info, resolve
 
 
-def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict], stdout_to: Path | None = None) -> None:
+def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict], stdout_to: Path | None = None,
+           inputs: tuple[Path, ...] = ()) -> None:
     """Run one stage unless its marker exists; progress goes to stderr; stop the demo on failure.
 
     ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
+    ``inputs``: files the stage reads; the stage reruns when one is missing from an earlier run or
+    newer than the marker (e.g. the analysis after a second model was trained).
     """
-    if marker.exists() and not force:
+    stale = marker.exists() and any(not p.exists() or p.stat().st_mtime > marker.stat().st_mtime for p in inputs)
+    if stale:
+        info(f"[demo] {name}: inputs changed since {marker.name}, rerunning")
+    if marker.exists() and not force and not stale:
         info(f"[demo] {name}: done already ({marker}), skipping")
         log.append({"stage": name, "seconds": 0.0, "skipped": True})
         return
@@ -137,7 +143,8 @@ def demo_cmd(
                 "--json"], force, log, stdout_to=run / "robustness.json")
     _stage("analysis", out / "analysis" / "analysis.json",
            [*exe, "analyze", "--data", str(data), "--out", str(out / "analysis"), *conf,
-            "--runs", *[str(out / f"train_{m}") for m in models]], force, log)
+            "--runs", *[str(out / f"train_{m}") for m in models]], force, log,
+           inputs=tuple(out / f"train_{m}" / "checkpoint.pt" for m in models))
     _stage("report", out / "report.html", [*exe, "report", str(out)], True, log)
     total = time.perf_counter() - t0
     write_json_atomic(out / "demo_timing.json", {"stages": log, "total_seconds": round(total, 1)})
