@@ -31,6 +31,14 @@ def test_bad_input_exit_2(tmp_path, args, needle):
     assert needle in r.stderr and "error:" in r.stderr
 
 
+@pytest.mark.parametrize("args,needle", [(["bands", "--bogus"], "No such option: --bogus"),
+                                          (["nosuch"], "No such command"),
+                                          (["train"], "Missing argument")])
+def test_usage_errors_exit_2_without_traceback(args, needle):
+    r = run(*args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_malformed_toml_exit_2(tmp_path):
     f = tmp_path / "x.toml"
     f.write_text("lattice = [")

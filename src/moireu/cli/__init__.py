@@ -60,10 +60,8 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors (click's, or the copy of click that typer vendors)
+        if any(c.__name__ == "ClickException" for c in type(exc).__mro__):
             exc.show()
             sys.exit(exc.exit_code)
         raise
