@@ -39,7 +39,8 @@ def test_demo_end_to_end_and_resume(tmp_path):
         ev = json.loads((out / "train_cnn" / f"eval_{split}.json").read_text())
         assert ev["n"] > 0 and 0.0 <= ev["coverage90"] <= 1.0
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
-    assert [m["name"] for m in analysis["models"]] and analysis["crossover"]["estimates"]
+    assert [m["name"] for m in analysis["models"]] == ["cnn", "cnn_mild"] and analysis["crossover"]["estimates"]
+    assert json.loads((out / "train_cnn_mild" / "train.json").read_text())["model"] == "cnn"
 
     # rerun: every stage but the (idempotent) dataset build and the report is skipped
     demo(out)
@@ -53,4 +54,4 @@ def test_demo_end_to_end_and_resume(tmp_path):
     ran = {s["stage"] for s in timing["stages"] if not s["skipped"]}
     assert {"train resnet18", "analysis"} <= ran and "train cnn" not in ran, ran
     analysis = json.loads((out / "analysis" / "analysis.json").read_text())
-    assert len(analysis["models"]) == 2
+    assert len(analysis["models"]) == 3

@@ -198,3 +198,25 @@ def test_ridge_readout_recovers_a_linear_map_and_initialises_the_frozen_skip():
         ridge_readout(x, y, alpha=0.0)
     with pytest.raises(InputError):
         _init_skip(create_model("cnn", width=2), w, b)
+
+
+def test_ridge_readout_noise_marginalised():
+    """With per-pixel corruption variance v: equals the primal (AᵀA + diag(α + n v/s²))⁻¹Aᵀy, and
+    turns the weight away from a pixel the corruption makes unreliable (Bishop 1995)."""
+    from moireu.ml.train import ridge_readout
+
+    g = torch.Generator().manual_seed(1)
+    n, p = 40, 25
+    x = torch.randn(n, 1, 5, 5, generator=g, dtype=torch.float64)
+    y = (x[:, 0, 0, 0] + x[:, 0, 2, 2]).double()  # two equally informative pixels
+    v = torch.zeros(p, dtype=torch.float64)
+    v[0] = 4.0  # pixel (0, 0) gets a large corruption
+    w, b = ridge_readout(x, y, alpha=0.5, noise_var=v)
+    a = x.flatten(1)
+    m, s = a.mean(0), a.std(0)
+    A = (a - m) / s
+    D = torch.diag(0.5 + n * v / s ** 2)
+    w_ref = torch.linalg.solve(A.T @ A + D, A.T @ (y - y.mean())) / s
+    assert torch.allclose(w[0].double(), w_ref, atol=1e-5)
+    w0, _ = ridge_readout(x, y, alpha=0.5)
+    assert abs(w[0, 0]) < 0.2 * abs(w0[0, 0]) and abs(w[0, 12]) > 0.9 * abs(w0[0, 12])

@@ -1,8 +1,8 @@
 """``moireu demo``: the whole pipeline on one preset, one run directory, resumable stage by stage.
 
-bands → STM examples (U = 0 and U_max) → dataset (HF sweep on dask + FT-LDOS images) → train CNN
-(and ResNet-18 with ``--resnet``) → evaluate on test and held-out → analysis (similarity, PCA,
-baselines, Grad-CAM / guided backprop, crossover) → report.html.
+bands → STM example (U = 0) → dataset (HF sweep on dask + FT-LDOS images) → train the CNN on clean
+images and on ``mild``-corrupted ones (and ResNet-18 with ``--resnet``) → evaluate on test and
+held-out → analysis (similarity, PCA, baselines, Grad-CAM / guided backprop, crossover) → report.html.
 
 Each stage runs as its own ``moireu`` subcommand in a child process and leaves a marker file; a rerun
 skips finished stages (``--force`` reruns everything). The layout is the run directory of
@@ -130,11 +130,14 @@ def demo_cmd(
            [*exe, "dataset", "export-png", str(data), str(out / "stm" / "dataset"), "--limit", "0"], force, log)
     if force or not (out / "hf" / "sweep.json").exists():
         sweep_from_store(data, out / "hf")
-    models = ["cnn"] + (["resnet18"] if resnet else [])
-    for m in models:
+    # (run name, model, extra settings): the cnn on clean images (accuracy), the same cnn trained with the
+    # `mild` corruptions (robustness on measured maps), optionally ResNet-18
+    models = [("cnn", "cnn", []), ("cnn_mild", "cnn", ["--set", "train.augment=mild"])]
+    models += [("resnet18", "resnet18", [])] if resnet else []
+    for m, arch, extra in models:
         run = out / f"train_{m}"
         _stage(f"train {m}", run / "checkpoint.pt",
-               [*exe, "train", str(data), "--model", m, *conf, "--out", str(run), *refresh], force, log)
+               [*exe, "train", str(data), "--model", arch, *conf, *extra, "--out", str(run), *refresh], force, log)
         for split in ("test", "heldout"):
             _stage(f"evaluate {m} {split}", run / f"eval_{split}.json",
                    [*exe, "evaluate", str(run), str(data), "--split", split], force, log)
@@ -143,8 +146,8 @@ def demo_cmd(
                 "--json"], force, log, stdout_to=run / "robustness.json")
     _stage("analysis", out / "analysis" / "analysis.json",
            [*exe, "analyze", "--data", str(data), "--out", str(out / "analysis"), *conf,
-            "--runs", *[str(out / f"train_{m}") for m in models]], force, log,
-           inputs=tuple(out / f"train_{m}" / "checkpoint.pt" for m in models))
+            "--runs", *[str(out / f"train_{m[0]}") for m in models]], force, log,
+           inputs=tuple(out / f"train_{m[0]}" / "checkpoint.pt" for m in models))
     _stage("report", out / "report.html", [*exe, "report", str(out)], True, log)
     total = time.perf_counter() - t0
     write_json_atomic(out / "demo_timing.json", {"stages": log, "total_seconds": round(total, 1)})
