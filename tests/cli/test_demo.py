@@ -28,7 +28,7 @@ def demo(out, *extra):
 @pytest.mark.timeout(900)
 def test_demo_end_to_end_and_resume(tmp_path):
     out = tmp_path / "demo"
-    r = demo(out)
+    r = demo(out, "--no-resnet")
     report = out / "report.html"
     assert f"report: {report.resolve()}" in r.stdout
     html = report.read_text()
@@ -43,13 +43,13 @@ def test_demo_end_to_end_and_resume(tmp_path):
     assert json.loads((out / "train_cnn_mild" / "train.json").read_text())["model"] == "cnn"
 
     # rerun: every stage but the (idempotent) dataset build and the report is skipped
-    demo(out)
+    demo(out, "--no-resnet")
     timing = json.loads((out / "demo_timing.json").read_text())
     ran = {s["stage"] for s in timing["stages"] if not s["skipped"]}
     assert ran == {"dataset", "report"}, ran
 
     # a second model: trained, evaluated, and the analysis reruns to include it
-    demo(out, "--resnet")
+    demo(out)  # ResNet-18 is on by default
     timing = json.loads((out / "demo_timing.json").read_text())
     ran = {s["stage"] for s in timing["stages"] if not s["skipped"]}
     assert {"train resnet18", "analysis"} <= ran and "train cnn" not in ran, ran
