@@ -53,7 +53,7 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 6px; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(420px, 1fr)); gap: 14px; }
 .grid figure.wide { grid-column: 1 / -1; }
-.grid figure { margin: 0; }
+.grid figure { margin: 0; min-width: 0; }
 details { margin: 10px 0; } summary { cursor: pointer; color: var(--accent); font-size: 14px; }
 .params { grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); }
 .notrun { color: var(--warn); background: #fff7e8; border: 1px solid #f1d8a8; border-radius: 6px;
@@ -81,7 +81,7 @@ def _img(path: Path, caption: str = "", alt: str = "") -> str:
     wide = w > 1.7 * h or w > 900  # multi-panel figures span the whole row
     data = base64.b64encode(raw).decode("ascii")
     cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
-    style = f' style="max-width:{w}px"' if w else ""
+    style = f' style="max-width:min(100%, {w}px)"' if w else ""  # never wider than the page
     return (f'<figure class="{"wide" if wide else ""}"><img src="data:image/png;base64,{data}"{style} '
             f'alt="{_esc(alt or caption or path.stem)}">{cap}</figure>')
 
@@ -118,12 +118,24 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _kv_table(d: dict[str, Any], skip_nested: bool = True) -> str:
     rows = []
     for k, v in d.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            continue  # a list of records: rendered as its own table by _records_tables
         if isinstance(v, dict):
             if skip_nested:
                 continue
             v = json.dumps(v)[:200]
         rows.append(f"<tr><td>{_esc(k)}</td><td>{_esc(_fmt(v))}</td></tr>")
     return f'<table class="kv">{"".join(rows)}</table>' if rows else ""
+
+
+def _records_tables(d: dict[str, Any]) -> str:
+    """Every value of ``d`` that is a list of records (dicts), as a table with one row per record."""
+    out = []
+    for k, v in d.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            keys = list(dict.fromkeys(key for x in v for key in x))
+            out.append(f"<h3>{_esc(k)}</h3>" + _table(keys, [[x.get(key, "") for key in keys] for x in v]))
+    return "".join(out)
 
 
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]], row_classes: Iterable[str] | None = None) -> str:
@@ -158,8 +170,9 @@ def _find(d: Any, names: tuple[str, ...]) -> Any:
 
 
 def metric_cell(d: Any, name: str) -> str:
-    """'value ± std' of metric ``name`` (mae, rmse, r2) in an eval JSON, '–' if absent."""
-    alias = {"r2": ("r2", "r²", "r_squared"), "mae": ("mae",), "rmse": ("rmse",)}[name]
+    """'value ± std' of metric ``name`` (mae, rmse, r2, coverage90) in an eval JSON, '–' if absent."""
+    alias = {"r2": ("r2", "r²", "r_squared"), "mae": ("mae",), "rmse": ("rmse",),
+             "coverage90": ("coverage90",)}[name]
     v = _find(d, alias)
     if v is None:
         return "–"
@@ -221,31 +234,30 @@ def _stage_section(folder: Path, what: str, json_name: str | None = None, prefer
         d = _read_json(folder / json_name)
         if isinstance(d, dict):
             out.append(_kv_table(d))
+            out.append(_records_tables(d))
     out.append('<div class="grid">' + "".join(_img(f, f.stem.replace("_", " ")) for f in figs) + "</div>")
     return "".join(out)
 
 
 def _metrics_section(run_dir: Path, analysis: dict[str, Any] | None) -> str:
-    headers = ["model", "test MAE (eV)", "test RMSE (eV)", "test R²", "held-out MAE (eV)", "held-out RMSE (eV)",
-               "held-out R²"]
+    headers = ["model", "test MAE (eV)", "test RMSE (eV)", "test R²", "test cov90", "held-out MAE (eV)",
+               "held-out RMSE (eV)", "held-out R²", "held-out cov90"]
+    cols = ("mae", "rmse", "r2", "coverage90")
     rows, classes = [], []
     for d in _model_dirs(run_dir):
         et, eh = _read_json(d / "eval_test.json"), _read_json(d / "eval_heldout.json")
         name = d.name.removeprefix("train_")
         if et is None and eh is None:
-            rows.append([name] + ["not run"] * 6)
+            rows.append([name] + ["not run"] * 8)
         else:
-            rows.append([name] + [metric_cell(et, m) for m in ("mae", "rmse", "r2")]
-                        + [metric_cell(eh, m) for m in ("mae", "rmse", "r2")])
+            rows.append([name] + [metric_cell(et, m) for m in cols] + [metric_cell(eh, m) for m in cols])
         classes.append("")
     for b in (analysis or {}).get("baselines", []) or []:
         mt, mh = b["metrics"].get("test", {}), b["metrics"].get("heldout", {})
-        rows.append([b["name"]] + [_fmt(mt.get(m)) for m in ("mae", "rmse", "r2")]
-                    + [_fmt(mh.get(m)) for m in ("mae", "rmse", "r2")])
+        rows.append([b["name"]] + [_fmt(mt.get(m)) for m in cols] + [_fmt(mh.get(m)) for m in cols])
         classes.append("")
     for r in REFERENCE:
-        rows.append([r["model"]] + [r["test"][m] for m in ("mae", "rmse", "r2")]
-                    + [r["heldout"][m] for m in ("mae", "rmse", "r2")])
+        rows.append([r["model"]] + [r["test"].get(m, "–") for m in cols] + [r["heldout"].get(m, "–") for m in cols])
         classes.append("ref")
     note = ""
     if not _model_dirs(run_dir):
