@@ -109,6 +109,8 @@ class DatasetConfig(_Section):
     seed: int | None = Field(None, ge=0, description="seed of held-out U and patch variations (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
     retry: bool = True
+    refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
+                                             "order parameters change most (0 = off; see moireu.data.plan)")
 
     @field_validator("U_values")
     @classmethod
@@ -136,7 +138,7 @@ class TrainConfig(_Section):
     patience: int = Field(10, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)
     augment: Literal["clean", "mild", "symb", "noisy"] = Field("clean", description="training augmentation profile "
-                                                               "(recipe ours; measured: mild hurts on HF FT-LDOS data)")
+                                                               "(recipe ours; mild: robust to mild corruption, less accurate on clean data)")
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = False
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")

@@ -151,3 +151,30 @@ def test_existing_scheduler(tmp_path):
         assert r.ok and r.workers == 3 and r.store_samples == 24
         with Client(cluster.scheduler_address) as c:  # still up
             assert c.submit(lambda: 41 + 1).result() == 42
+
+
+def test_refinement_values_pick_the_steepest_intervals():
+    from moireu.data.plan import refinement_values
+
+    U = [0.0, 1.0, 2.0, 3.0, 4.0]
+    rec = [{"max_moment": m, "charge_spread": 0.0} for m in (0.0, 0.0, 0.0, 0.4, 0.5)]
+    assert refinement_values(U, rec, 1) == [2.5]
+    assert refinement_values(U, rec, 2) == [2.5, 3.5]
+    assert refinement_values(U[::-1], rec[::-1], 1) == [2.5]  # order of the input does not matter
+    flat = [{"max_moment": 0.0}] * 5
+    assert refinement_values(U, flat, 1) == [0.5]  # nothing changes: ties → lowest U
+    assert refinement_values(U, rec, 0) == [] and refinement_values([1.0], rec[:1], 3) == []
+
+
+def test_refinement_adds_grid_points_and_resumes(tmp_path):
+    """refine = 1 adds the midpoint of the interval where the fake moment 0.5 tanh(U − 2) rises most."""
+    c = tiny("dataset.refine=1", "dataset.U_values=[0.0, 1.0, 2.0, 3.0, 4.0]")
+    out = tmp_path / "ds.zarr"
+    r = build(c, out, tmp_path / "log")
+    assert r.ok and r.solves_total == 8 and r.solves_run == 8 and r.images_run == 8 * 4
+    ds = open_store(out)
+    grid_u = sorted(set(ds["U"].values[ds["split"].values == "grid"].tolist()))
+    assert grid_u == [0.0, 1.0, 2.0, 2.5, 3.0, 4.0]
+    r2 = build(c, out, tmp_path / "log")  # from the finished store: same refinement, nothing to do
+    assert r2.ok and r2.solves_run == 0 and r2.images_run == 0 and r2.solves_total == 8
+    assert len(calls(tmp_path / "log", "solve")) == 8

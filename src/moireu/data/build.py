@@ -33,7 +33,7 @@ import numpy as np
 
 from moireu.config import MoireuConfig
 from moireu.data import store as st
-from moireu.data.plan import ImageSpec, Plan, SolvePoint, make_plan
+from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, make_chains, make_plan, refinement_values
 from moireu.data.tasks import Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import WorkDir, work_dir_for
 from moireu.errors import InputError
@@ -375,6 +375,21 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
         report.images_skipped = (len(plan.points) - len(todo_render)) * len(plan.specs)
         if client is not None:
             _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
+        # adaptive refinement: extra grid U where the solved grid's order parameters change most
+        extra = _refinement_points(cfg, plan, wd, old)
+        if extra:
+            plan.points = plan.points + extra
+            report.solves_total += len(extra)
+            report.images_total += len(extra) * len(plan.specs)
+            todo_solve, todo_render = _todo(Plan(extra, plan.specs), wd, in_store)
+            report.solves_skipped += len(extra) - len(todo_solve)
+            report.images_skipped += (len(extra) - len(todo_render)) * len(plan.specs)
+            if todo_solve or todo_render:
+                if client is None:
+                    client = stack.enter_context(dask_client(scheduler, n_req, processes))
+                    report.workers = n_workers_of(client)
+                plan.chains = make_chains(plan.points, report.workers)
+                _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
 
     # consolidate
     samples = _consolidate(cfg, plan, wd, old, out, report)
@@ -383,6 +398,39 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
     if report.ok and all(_point_in(p, wd, in_store) for p in plan.points):
         wd.remove()
     return report
+
+
+def _refinement_points(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any) -> list[SolvePoint]:
+    """The ``dataset.refine`` extra grid points per filling (:func:`moireu.data.plan.refinement_values`).
+
+    Order parameters come from the solve records of this build or, for points finished in an earlier
+    build, from the store. Without a converged solution at every grid U no refinement is made (the
+    build reports the failure; a rerun that fixes it refines then).
+    """
+    n = cfg.dataset.refine
+    if n <= 0:
+        return []
+    from_store: dict[tuple[float, float], dict[str, float]] = {}
+    if old is not None:
+        first = {}
+        for i, (sp, u, f) in enumerate(zip(old["split"].values.tolist(), old["U"].values.tolist(),
+                                           old["filling"].values.tolist())):
+            if sp == "grid":
+                first.setdefault((round(u, 6), f), i)
+        for key, i in first.items():
+            rec = {k: float(old[f"hf_{k}"].values[i]) for k in REFINE_KEYS if f"hf_{k}" in old}
+            rec["status"] = "ok" if bool(old["hf_converged"].values[i]) else "unconverged"
+            from_store[key] = rec
+    out: list[SolvePoint] = []
+    for nu in cfg.dataset.fillings:
+        grid = [p for p in plan.points if p.split == "grid" and p.filling == float(nu)]
+        recs = [wd.solve_record(p) or from_store.get((round(p.U, 6), p.filling)) for p in grid]
+        if any(r is None or r.get("status") != "ok" for r in recs):
+            continue
+        taken = {round(p.U, 6) for p in plan.points if p.filling == float(nu)}
+        out += [SolvePoint("grid", u, float(nu)) for u in refinement_values([p.U for p in grid], recs, n)
+                if u not in taken]
+    return out
 
 
 def _point_in(p: SolvePoint, wd: WorkDir, in_store: set[tuple[str, float, float]]) -> bool:

@@ -13,6 +13,12 @@ A build is fully described by the resolved configuration. It consists of
 
 So the number of images is ``n_points × len(biases) × n_offsets × len(rotations_deg)``.
 
+Adaptive refinement (``dataset.refine = n``): after the grid solves, ``n`` extra *grid* U values are
+placed at the midpoints of the grid intervals across which the HF order parameters change most
+(:func:`refinement_values`), so that training data are densest where the physics — and with it the
+image — changes fastest (a moment onset, the growth of antiferromagnetic order). They are chosen from
+the solved grid only, never from the held-out points.
+
 Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
 ``n_chains`` contiguous runs. Within a run each solve starts from its predecessor's density matrix,
 so a sweep never starts from scratch at every point, while the runs proceed in parallel.
@@ -203,3 +209,37 @@ def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolveP
             chains.append(pts[start:start + n])
             start += n
     return chains
+
+
+#: HF order parameters whose change across a grid interval drives the refinement.
+REFINE_KEYS = ("max_moment", "staggered_moment", "charge_spread", "gap")
+
+
+def refinement_values(U: Iterable[float], records: Iterable[dict], n: int) -> list[float]:
+    """The ``n`` midpoints of the grid intervals across which the order parameters change most.
+
+    For each quantity q in :data:`REFINE_KEYS` the change across an interval ``[U_j, U_j+1]`` is
+    ``|q(U_j+1) − q(U_j)|`` divided by the range of q over the grid (quantities that do not vary are
+    ignored); an interval's score is the largest of these. Ties go to the lower U. Deterministic, so a
+    resumed build picks the same values.
+
+    Parameters
+    ----------
+    U : grid U values (eV) of one filling, any order.
+    records : the solve records at those U (dicts with the keys of :data:`REFINE_KEYS`).
+    n : how many midpoints (at most the number of intervals).
+    """
+    pairs = sorted(zip([float(u) for u in U], records), key=lambda t: t[0])
+    if n <= 0 or len(pairs) < 2:
+        return []
+    u = np.array([p[0] for p in pairs])
+    score = np.zeros(len(u) - 1)
+    for key in REFINE_KEYS:
+        q = np.array([float(r.get(key, np.nan)) for _, r in pairs])
+        if not np.all(np.isfinite(q)):
+            continue
+        span = float(q.max() - q.min())
+        if span > 0:
+            score = np.maximum(score, np.abs(np.diff(q)) / span)
+    order = sorted(range(len(score)), key=lambda j: (-score[j], j))[:n]
+    return sorted(round(float(0.5 * (u[j] + u[j + 1])), _U_DECIMALS) for j in order)
