@@ -220,3 +220,14 @@ def test_torch_backend_matches_scipy():
     assert a.converged and b.converged
     np.testing.assert_allclose(a.occupations, b.occupations, atol=1e-6)
     assert a.total_energy == pytest.approx(b.total_energy, abs=1e-6)
+
+
+def test_sweep_first_point_keeps_the_lower_energy_start(tbg1, tmp_path):
+    """The first sweep point is solved from the seed and from the TB state; the lower energy wins."""
+    from moireu.hf.driver import sweep_U
+
+    res = sweep_U(tbg1, [0.0, 1.0], {"filling": 0.0, "init": "afm"}, save_dir=tmp_path)
+    e_pm = tbg1.solve(U=0.0, filling=0.0, init="paramagnetic").total_energy
+    e_afm = tbg1.solve(U=0.0, filling=0.0, init="afm").total_energy
+    assert res[0].converged and res[0].total_energy <= min(e_pm, e_afm) + 1e-9
+    assert (tmp_path / "U_0.0000.nc").exists() and not list(tmp_path.glob(".U_*.ckpt.nc"))
