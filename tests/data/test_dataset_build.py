@@ -13,7 +13,7 @@ from moireu.errors import InputError
 
 
 def tiny(*over):
-    return load_config("demo", overrides=["dataset.U_values=[0.0, 1.0, 2.0, 3.0]", "dataset.heldout=2",
+    return load_config("demo", overrides=["dataset.refine=0", "dataset.U_values=[0.0, 1.0, 2.0, 3.0]", "dataset.heldout=2",
                                           "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]", *over])
 
 

@@ -16,7 +16,7 @@ from moireu.config import config_from_json, load_config
 from moireu.data import open_store
 from moireu.data.workdir import work_dir_for
 
-SETS = ["lattice.index=1", "dataset.U_values=[0.0, 5.0]", "dataset.heldout=4", "dataset.n_offsets=2",
+SETS = ["dataset.refine=0", "lattice.index=1", "dataset.U_values=[0.0, 5.0]", "dataset.heldout=4", "dataset.n_offsets=2",
         "dataset.biases=[0.0]", "stm.n_pixels=16", "stm.patch_cells=2", "stm.kmesh=[2, 2]", "hf.kmesh=[2, 2]"]
 
 
