@@ -71,6 +71,8 @@ def sweep_cmd(
     json_: bool = JsonOpt,
     force: bool = ForceOpt,
     keep_unconverged: bool = KeepOpt,
+    warm_start: Optional[Path] = typer.Option(None, "--warm-start", help="HF result (.nc) of the same system to "
+                                              "start the first U from (e.g. to continue a sweep)"),
 ) -> None:
     """Warm-started U sweep; writes OUT/sweep.json, OUT/sweep.png and OUT/results/U_*.nc."""
     import numpy as np
@@ -100,7 +102,15 @@ def sweep_cmd(
         if d["iteration"] % 10 == 0:
             _line(d)
 
-    sweep_U(system, values, solve_kwargs(cfg), save_dir=out / "results", on_point=on_point, progress=prog)
+    start = None
+    if warm_start is not None:
+        from moireu.hf.result import HFResult
+
+        start = HFResult.load(warm_start, system)
+        system.check_compatible(start, f"--warm-start {str(warm_start)!r}")
+        info(f"warm start from {warm_start} (U = {start.U:g} eV)")
+    sweep_U(system, values, solve_kwargs(cfg), save_dir=out / "results", on_point=on_point, progress=prog,
+            start=start)
     its = [r["iterations"] for r in rows]
     doc = {"U": values, "points": rows, "all_converged": all(r["converged"] for r in rows),
            "median_iterations": float(np.median(its)), "seconds": time.perf_counter() - t0,

@@ -64,8 +64,10 @@ def parse_range(text: str) -> list[float]:
 
 def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
             save_dir: Path | None = None, on_point: Callable[[float, HFResult], None] | None = None,
-            progress: Callable[[dict], None] | None = None) -> list[HFResult]:
+            progress: Callable[[dict], None] | None = None, start: HFResult | None = None) -> list[HFResult]:
     """Solve at every U in ascending order, each warm-started from the previous solution.
+
+    ``start``: a converged solution (e.g. of an earlier sweep) to warm-start the first point from.
 
     A point that does not converge is kept (flagged); the next one starts from the last converged
     point. The first point is solved from the configured seed pattern *and* from the paramagnetic
@@ -76,7 +78,7 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
     :meth:`HFSystem.instability` and seeded only when unstable.
     """
     results: list[HFResult] = []
-    prev: HFResult | None = None
+    prev: HFResult | None = start
     for U in sorted(float(u) for u in U_values):
         kw = dict(kwargs, U=U, warm_start=prev)
         if save_dir is not None:
