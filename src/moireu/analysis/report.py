@@ -118,8 +118,8 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _kv_table(d: dict[str, Any], skip_nested: bool = True) -> str:
     rows = []
     for k, v in d.items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            continue  # a list of records: rendered as its own table by _records_tables
+        if _is_records(v):
+            continue  # rendered as its own table by _records_tables
         if isinstance(v, dict):
             if skip_nested:
                 continue
@@ -128,11 +128,15 @@ def _kv_table(d: dict[str, Any], skip_nested: bool = True) -> str:
     return f'<table class="kv">{"".join(rows)}</table>' if rows else ""
 
 
+def _is_records(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
 def _records_tables(d: dict[str, Any]) -> str:
     """Every value of ``d`` that is a list of records (dicts), as a table with one row per record."""
     out = []
     for k, v in d.items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        if _is_records(v):
             keys = list(dict.fromkeys(key for x in v for key in x))
             out.append(f"<h3>{_esc(k)}</h3>" + _table(keys, [[x.get(key, "") for key in keys] for x in v]))
     return "".join(out)

@@ -412,15 +412,13 @@ def _refinement_points(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any) -> 
         return []
     from_store: dict[tuple[float, float], dict[str, float]] = {}
     if old is not None:
-        first = {}
+        hf = {k: old[f"hf_{k}"].values for k in REFINE_KEYS if f"hf_{k}" in old}  # loaded once
+        conv = old["hf_converged"].values
         for i, (sp, u, f) in enumerate(zip(old["split"].values.tolist(), old["U"].values.tolist(),
                                            old["filling"].values.tolist())):
-            if sp == "grid":
-                first.setdefault((round(u, 6), f), i)
-        for key, i in first.items():
-            rec = {k: float(old[f"hf_{k}"].values[i]) for k in REFINE_KEYS if f"hf_{k}" in old}
-            rec["status"] = "ok" if bool(old["hf_converged"].values[i]) else "unconverged"
-            from_store[key] = rec
+            if sp == "grid" and (round(u, 6), f) not in from_store:
+                from_store[(round(u, 6), f)] = {k: float(v[i]) for k, v in hf.items()} | {
+                    "status": "ok" if bool(conv[i]) else "unconverged"}
     out: list[SolvePoint] = []
     for nu in cfg.dataset.fillings:
         grid = [p for p in plan.points if p.split == "grid" and p.filling == float(nu)]

@@ -176,15 +176,10 @@ def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1
     a = (a - m) / s
     t = y.double()
     t_mean = t.mean()
-    if noise_var is None:
-        k = a @ a.T
-        c = torch.linalg.solve(k + alpha * torch.eye(n, dtype=k.dtype), t - t_mean)
-        w = a.T @ c
-    else:
-        d_inv = 1.0 / (alpha + n * noise_var.double().flatten() / s ** 2)
-        ad = a * d_inv
-        c = torch.linalg.solve(ad @ a.T + torch.eye(n, dtype=a.dtype), t - t_mean)
-        w = ad.T @ c
+    penalty = alpha if noise_var is None else alpha + n * noise_var.double().flatten() / s ** 2
+    ad = a / penalty  # A D⁻¹ (D = α I without noise_var: the plain dual ridge)
+    c = torch.linalg.solve(ad @ a.T + torch.eye(n, dtype=a.dtype), t - t_mean)
+    w = ad.T @ c
     w_eff = (w / s).float()[None]
     b = float(t_mean - (w * m / s).sum())
     return w_eff, b
@@ -408,15 +403,15 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
     skip_init = None
     if recipe.skip_ridge_alpha > 0:
         with torch.no_grad():
+            clean = prep.normalise(xtr)
             noise_var = None
             if recipe.augment != "clean":
                 # the frozen read-out is made blind to what the corruptions change: their per-pixel
                 # variance, estimated from _RIDGE_AUG_COPIES corrupted copies, enters as a penalty
                 g = torch.Generator().manual_seed(seed + 7919)
-                clean = prep.normalise(xtr)
                 noise_var = torch.stack([(prep.normalise(apply_augment(xtr, recipe.augment, g)) - clean)
                                          .pow(2).mean(0).flatten() for _ in range(_RIDGE_AUG_COPIES)]).mean(0)
-            skip_init = ridge_readout(prep.normalise(xtr), ytr, recipe.skip_ridge_alpha, noise_var=noise_var)
+            skip_init = ridge_readout(clean, ytr, recipe.skip_ridge_alpha, noise_var=noise_var)
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
