@@ -20,8 +20,10 @@ image — changes fastest (a moment onset, the growth of antiferromagnetic order
 the solved grid only, never from the held-out points.
 
 Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
-``n_chains`` contiguous runs. Within a run each solve starts from its predecessor's density matrix,
-so a sweep never starts from scratch at every point, while the runs proceed in parallel.
+contiguous runs of at most ``dataset.chain_length`` points. Within a run each solve starts from its
+predecessor's density matrix, so a sweep never starts from scratch at every point, while the runs
+proceed in parallel. The runs depend on the configuration only — never on the number of workers —
+so the data of a build are the same on any cluster (issue 13).
 """
 
 from __future__ import annotations
@@ -32,10 +34,9 @@ from typing import Iterable
 import numpy as np
 
 from moireu.config import MoireuConfig
+from moireu.data.schema import SPLITS
+from moireu.data.schema import U_DECIMALS as _U_DECIMALS  # U is rounded to 1 µeV: exact keys
 from moireu.errors import InputError
-
-SPLITS = ("grid", "heldout")
-_U_DECIMALS = 6  # U is rounded to 1 µeV so that keys and store coordinates are exact
 
 
 @dataclass(frozen=True, order=True)
@@ -164,15 +165,16 @@ def _check(cfg: MoireuConfig) -> None:
                          f"got {list(d.rotations_deg)}")
 
 
-def make_plan(cfg: MoireuConfig, n_chains: int = 1) -> Plan:
-    """Build the plan of ``cfg`` with warm-start chains cut for ``n_chains`` parallel workers.
+def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
+    """Build the plan of ``cfg`` with its warm-start chains.
 
     Parameters
     ----------
     cfg : MoireuConfig
         Resolved configuration (``dataset`` section drives the plan).
-    n_chains : int
-        Contiguous warm-start runs per filling (typically the number of workers).
+    n_chains : int, optional
+        Contiguous warm-start runs per filling; default (what builds use): runs of at most
+        ``dataset.chain_length`` points (:func:`chains_of_length`), independent of the cluster.
     """
     _check(cfg)
     d = cfg.dataset
@@ -184,8 +186,18 @@ def make_plan(cfg: MoireuConfig, n_chains: int = 1) -> Plan:
         points += [SolvePoint("heldout", float(u), float(nu)) for u in sorted(held)]
     specs = [ImageSpec(float(b), v) for b in d.biases for v in variations(cfg)]
     plan = Plan(points=points, specs=specs)
-    plan.chains = make_chains(points, n_chains)
+    plan.chains = chains_of_length(points, d.chain_length) if n_chains is None else make_chains(points, n_chains)
     return plan
+
+
+def chains_of_length(points: Iterable[SolvePoint], chain_length: int) -> list[list[SolvePoint]]:
+    """Per filling, the fewest balanced contiguous runs (:func:`make_chains`) of ≤ ``chain_length`` points."""
+    points = list(points)
+    out: list[list[SolvePoint]] = []
+    for nu in sorted({p.filling for p in points}):
+        pts = [p for p in points if p.filling == nu]
+        out += make_chains(pts, -(-len(pts) // max(1, int(chain_length))))
+    return out
 
 
 def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolvePoint]]:
