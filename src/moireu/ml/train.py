@@ -2,10 +2,12 @@
 
 Two recipes share one loop:
 
-``paper`` (the reference recipe, reproduced): images at the stored size, each divided by its
-L2 norm; raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32, cosine learning-rate decay,
-gradient-norm clipping at 1.0, dropout 0.2, early stopping with patience 10 on the validation
-loss, predictions clamped at U ≥ 0; one network, no augmentation.
+``paper`` (Tanksale & Stauber, arXiv:2602.18890, reproduced): the random 60/20/20 split with
+seed 42; images at the stored size standardised by one global mean/std of the training pixels;
+raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32 shuffled, gradient-norm clipping
+at 1.0, CosineAnnealingLR(T_max = epochs, eta_min = 1e-6) stepped per epoch, early stopping with
+patience 10 on the validation loss keeping the best weights; one network, no augmentation. The
+variants ``cnn_paper``/``resnet18_paper`` carry the L2-normalised features and the U ≥ 0 clamp.
 
 ``ours`` (default): images area-downsampled to ``input_size`` (CPU time), per-image z-score then
 global standardisation (training-split statistics), targets standardised
@@ -30,8 +32,9 @@ best weights, history, finished members) is written atomically to ``RUN/last.pt`
 the same command resumes from it. The final ``RUN/checkpoint.pt`` holds everything prediction
 needs (:func:`moireu.ml.predict.load_run`).
 
-The cosine schedule (Loshchilov & Hutter, ICLR 2017) is stepped per batch:
-``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))`` with ``lr_min = lr/100``.
+The cosine schedule (Loshchilov & Hutter, ICLR 2017) is :func:`make_scheduler`:
+``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))``, per batch with ``lr_min = lr/100`` (ours)
+or per epoch with ``lr_min = 1e-6`` (paper).
 """
 
 from __future__ import annotations
