@@ -393,3 +393,122 @@ def test_progress_counts_failed_renders_as_failed(capsys):
         bar.images_done(4, "render y: ok", False)
     err = capsys.readouterr().err.splitlines()
     assert "images 4/8 (4 failed)" in err[0] and "images 8/8 (4 failed)" in err[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# defects 3 and 7: real `dask scheduler` / `dask worker` processes on localhost
+
+
+class DaskProcs:
+    """A `dask scheduler` and `dask worker` processes on localhost (tests/data importable on the workers)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.env = os.environ | {"PYTHONPATH": os.pathsep.join([str(SRC), str(HERE), os.environ.get("PYTHONPATH", "")]),
+                                 "OMP_NUM_THREADS": "1"}
+        self.dask = str(Path(sys.executable).with_name("dask"))
+        sf = tmp / "scheduler.json"
+        self.scheduler = self._start([self.dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                      "--no-dashboard", "--scheduler-file", str(sf)], "scheduler")
+        t0 = time.time()
+        while not sf.exists() and time.time() - t0 < 60:
+            time.sleep(0.1)
+        self.address = json.loads(sf.read_text())["address"]
+        self.workers: list[subprocess.Popen] = []
+
+    def _start(self, cmd: list[str], name: str) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "ab")
+        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, start_new_session=True)
+
+    def add_worker(self) -> subprocess.Popen:
+        w = self._start([self.dask, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                         "--host", "127.0.0.1"], f"worker{len(self.workers)}")
+        self.workers.append(w)
+        return w
+
+    def n_workers(self) -> int:
+        from dask.distributed import Client
+
+        with Client(self.address, timeout="10s") as c:
+            return len(c.scheduler_info()["workers"])
+
+    def close(self) -> None:
+        for p in self.workers + [self.scheduler]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.fixture
+def dask_procs(tmp_path):
+    procs = DaskProcs(tmp_path)
+    yield procs
+    procs.close()
+
+
+def _wait(pred, timeout=60.0):
+    t0 = time.time()
+    while not pred():
+        assert time.time() - t0 < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def _committed(out):
+    d = work_dir_for(out) / "solves"
+    return len(list(d.glob("*.json"))) if d.is_dir() else 0
+
+
+def test_build_survives_the_loss_of_every_original_worker(tmp_path, dask_procs):
+    """Defect 3: nothing is scattered — tasks run on workers that joined after all original ones left."""
+    out, ref = tmp_path / "ds.zarr", tmp_path / "ref.zarr"
+    c = tiny("dataset.heldout=0", "dataset.U_values=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]", "dataset.chain_length=2")
+    first = dask_procs.add_worker()
+    result: dict = {}
+
+    def run():
+        try:
+            result["r"] = build_dataset(c, out, backend=FakeBackend(solve_seconds=0.4), scheduler=dask_procs.address,
+                                        progress=False, worker_timeout=60)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["e"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    _wait(lambda: _committed(out) >= 1)
+    first.kill()  # every original worker is gone (a batch system's walltime) ...
+    first.wait()
+    _wait(lambda: dask_procs.n_workers() == 0)
+    dask_procs.add_worker()  # ... and a fresh one joins
+    t.join(timeout=180)
+    assert not t.is_alive() and "e" not in result, result.get("e")
+    r = result["r"]
+    assert r.ok and r.store_samples == 6 * 4, r.summary_lines()
+    build_dataset(c, ref, backend=FakeBackend(), processes=False, workers=1, progress=False)
+    for v in ("image", "hf_iterations", "U"):
+        np.testing.assert_array_equal(open_store(out)[v].values, open_store(ref)[v].values)
+
+
+def test_losing_the_scheduler_never_publishes(tmp_path, dask_procs):
+    """Defect 7: the scheduler dies mid-build → BuildError, no store at --out, the committed points kept."""
+    out = tmp_path / "ds.zarr"
+    c = tiny("dataset.heldout=0", "dataset.U_values=[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]", "dataset.chain_length=6")
+    dask_procs.add_worker()
+    result: dict = {}
+
+    def run():
+        try:
+            result["r"] = build_dataset(c, out, backend=FakeBackend(solve_seconds=0.5), scheduler=dask_procs.address,
+                                        progress=False, worker_timeout=60)
+        except BaseException as exc:  # noqa: BLE001
+            result["e"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    _wait(lambda: _committed(out) >= 2)
+    dask_procs.scheduler.kill()
+    dask_procs.scheduler.wait()
+    t.join(timeout=180)
+    assert not t.is_alive()
+    assert isinstance(result.get("e"), BuildError), result
+    assert "lost the dask cluster" in str(result["e"]) and "rerun" in str(result["e"])
+    assert not out.exists() and _committed(out) >= 2
