@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from moireu.data import schema as sc
 from moireu.data.store import json_attr, open_store
 from moireu.errors import InputError
 from moireu.provenance import write_bytes_atomic
@@ -26,7 +27,7 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     ``image_transform``, ``moireu_version``, ``git_commit``, ``created``, ``history``.
     """
     ds = open_store(path)
-    meta = ds.drop_vars("image").load()
+    meta = sc.load(ds.drop_vars("image"))
     split = meta["split"].values.astype(str)
     U, nu = meta["U"].values, meta["filling"].values
     per: dict[tuple[str, float, float], list[int]] = {}
@@ -129,7 +130,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
     if out.exists() and not out.is_dir():
         raise InputError(f"output {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    meta = ds.drop_vars("image").load()
+    meta = sc.load(ds.drop_vars("image"))
     n = int(ds.sizes["sample"])
     idx = range(n if limit is None else min(n, limit))
     written: list[Path] = []
@@ -145,7 +146,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
                 f"b{meta['bias'].values[i]:+.4f}_v{int(meta['variation'].values[i]):03d}.png")
         name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
         if i // bs != block[0]:  # read whole chunks, not one chunk per image
-            block = (i // bs, np.asarray(ds["image"][(i // bs) * bs:(i // bs + 1) * bs].values))
+            block = (i // bs, sc.values(ds, "image", slice((i // bs) * bs, (i // bs + 1) * bs)))
         img = block[1][i - block[0] * bs]
         written.append(write_bytes_atomic(out / name, _png_bytes(img, cmap)))
     # overview: one per point
@@ -170,7 +171,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         for ax in axes.ravel():
             ax.axis("off")
         for ax, k in zip(axes.ravel(), keys):
-            img = np.asarray(ds["image"][pick[k]].values)
+            img = sc.values(ds, "image", pick[k])
             lo, hi = _display_range(img)
             ax.imshow(img, cmap=cmap, origin="lower", extent=ext, vmin=lo, vmax=hi)
             ax.set_title(f"{k[0]} U={k[1]:.2f} eV ν={k[2]:+g}", fontsize=7)

@@ -249,16 +249,31 @@ def recover(path: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def missing_parts(ds: Any) -> list[str]:
-    """Core variables and required attributes a dataset lacks (empty for a complete store).
+#: what a store written before schema 2 (no ``schema_version`` attribute) must hold to be read at all
+LEGACY_REQUIRED = ("image", "U")
 
-    Stores written before schema 2 (no ``schema_version``) have no point index; they are read too.
+
+def missing_parts(ds: Any) -> list[str]:
+    """Variables and attributes a dataset lacks (empty for a complete store).
+
+    A store of this schema (``schema_version`` set) must hold every core variable and required
+    attribute. Older stores (and hand-made ones) need :data:`LEGACY_REQUIRED` and ``config``; the
+    callers ask for what else they use (:func:`require`).
     """
-    legacy = "schema_version" not in ds.attrs
-    point_vars = ("sample_point", "point_U", "point_filling", "point_split")
-    miss = [v for v in CORE if v not in ds.variables and not (legacy and v in point_vars)]
-    miss += [f"attrs[{a!r}]" for a in REQUIRED_ATTRS if a not in ds.attrs and not (legacy and a == "schema_version")]
-    return miss
+    if "schema_version" not in ds.attrs:
+        return [v for v in LEGACY_REQUIRED if v not in ds.variables] + (
+            [] if "config" in ds.attrs else ["attrs['config']"])
+    miss = [v for v in CORE if v not in ds.variables]
+    return miss + [f"attrs[{a!r}]" for a in REQUIRED_ATTRS if a not in ds.attrs]
+
+
+def require(ds: Any, names: Any, what: str = "this command") -> None:
+    """Raise :class:`InputError` naming the variables of ``names`` that ``ds`` lacks."""
+    miss = [n for n in names if n not in ds.variables]
+    if miss:
+        where = ds.encoding.get("moireu_path", "the dataset store")
+        raise InputError(f"dataset store {where!r} lacks {', '.join(miss)}, which {what} needs (see "
+                         "moireu.data.schema)")
 
 
 def open_store(path: str | os.PathLike, *, decode: bool = True) -> Any:
@@ -308,14 +323,14 @@ def open_store(path: str | os.PathLike, *, decode: bool = True) -> Any:
                          "rebuild it with `moireu dataset build`") from None
     if "image" not in ds or "config" not in ds.attrs:
         raise InputError(f"{str(p)!r} is a Zarr store but not a moireu dataset (no image/config)")
+    ds.encoding["moireu_path"] = str(p)
     miss = missing_parts(ds)
     if miss:
         raise InputError(f"dataset store {str(p)!r} is incomplete (missing {', '.join(miss)}); rebuild it with "
                          "`moireu dataset build` (a build resumes where it stopped)")
     if ds["image"].dims != VARIABLES["image"].dims:
         raise InputError(f"dataset {str(p)!r}: image must have dims {VARIABLES['image'].dims}, got {ds['image'].dims}")
-    ds.attrs["_path"] = str(p)
-    if decode:
+    if decode and "split" in ds.variables:
         ds["split"] = ("sample", decode_split(values(ds, "split")), ds["split"].attrs)
         if "point_split" in ds:
             ds["point_split"] = ("point", decode_split(values(ds, "point_split")), ds["point_split"].attrs)
@@ -334,7 +349,7 @@ def values(ds: Any, name: str, index: Any = None) -> np.ndarray:
     try:
         return np.asarray(da.values)
     except Exception as exc:  # noqa: BLE001 - blosc/zstd/zarr errors of a damaged chunk
-        where = ds.attrs.get("_path", "the dataset store")
+        where = ds.encoding.get("moireu_path", "the dataset store")
         raise InputError(f"dataset store {where!r}: variable {name!r} cannot be read ({type(exc).__name__}: "
                          f"{exc}); a chunk is damaged — rebuild the store with `moireu dataset build`") from None
 
@@ -344,7 +359,7 @@ def load(ds: Any) -> Any:
     try:
         return ds.load()
     except Exception as exc:  # noqa: BLE001
-        where = ds.attrs.get("_path", "the dataset store")
+        where = ds.encoding.get("moireu_path", "the dataset store")
         raise InputError(f"dataset store {where!r} cannot be read ({type(exc).__name__}: {exc}); a chunk is "
                          "damaged — rebuild the store with `moireu dataset build`") from None
 

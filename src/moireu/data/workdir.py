@@ -113,7 +113,7 @@ class WorkDir:
 
     def has_records(self) -> bool:
         """Whether any committed solve or image of this token exists."""
-        return any((self.root / sub).glob(f"*.{self.token}.*") for sub in ("solves", "images"))
+        return any(any((self.root / sub).glob(f"*.{self.token}.*")) for sub in ("solves", "images"))
 
     def _mine(self, rec: dict[str, Any] | None) -> dict[str, Any] | None:
         if rec is None or rec.get("token") != self.token or rec.get("fingerprint") != self.fingerprint:

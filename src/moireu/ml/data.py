@@ -1,9 +1,8 @@
 """Reading the dataset store, the stratified split, and the image preprocessing pipeline.
 
-The store contract is in ``docs/ARCHITECTURE.md``: a Zarr store (written through xarray) with
+The store schema is :mod:`moireu.data.schema` (one reader for every stage): ML uses
 ``image (sample, ky, kx) float32``, ``U (sample)`` and ``split (sample)`` ∈ {``grid``, ``heldout``},
-plus attrs (``config``, ``image_transform``). This module reads it with :func:`xarray.open_zarr`
-only, so the ML stage does not depend on how the store was built.
+plus attrs (``config``, ``image_transform``).
 
 Preprocessing (the same for training, evaluation and prediction, parameters stored in the
 checkpoint) maps a stored image ``I`` to the network input ``x``:
@@ -49,33 +48,18 @@ class StoreData:
 
 
 def open_dataset(path: str | Path):
-    """Open a dataset store (Zarr, through xarray) and check the variables ML needs.
+    """Open a dataset store with the one reader (:func:`moireu.data.schema.open_store`) and check
+    the variables ML needs.
 
     Raises
     ------
     InputError
-        The path does not exist, is not a readable Zarr store, or lacks ``image``/``U``/``split``.
+        The path does not exist, is not a readable dataset store, or lacks ``image``/``U``/``split``.
     """
-    import xarray as xr
+    from moireu.data import schema as sc
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset store {str(path)!r} does not exist")
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ds = xr.open_zarr(path, consolidated=None)
-    except Exception as exc:  # zarr raises many kinds of errors for a corrupt store
-        raise InputError(f"dataset store {str(path)!r} cannot be read as a Zarr store "
-                         f"({type(exc).__name__}: {exc})") from None
-    missing = [v for v in ("image", "U", "split") if v not in ds.variables]
-    if missing:
-        raise InputError(f"dataset store {str(path)!r} lacks variable(s) {missing}; a store needs "
-                         "image (sample, ky, kx), U (sample) and split (sample)")
-    if ds["image"].ndim != 3:
-        raise InputError(f"dataset {str(path)!r}: image must have dims (sample, ky, kx), got {ds['image'].dims}")
+    ds = sc.open_store(path)
+    sc.require(ds, ("image", "U", "split"), "training and evaluation")
     return ds
 
 
@@ -100,13 +84,15 @@ def _attrs(ds) -> dict[str, Any]:
 
 def load_split(ds, which: str) -> StoreData:
     """Images and labels of ``which`` ∈ {``grid``, ``heldout``} samples (NaNs refused)."""
-    split = np.array([str(s) for s in np.asarray(ds["split"].values).tolist()])
+    from moireu.data import schema as sc
+
+    split = np.asarray(ds["split"].values).astype(str)
     idx = np.flatnonzero(split == which)
     if idx.size == 0:
         raise InputError(f"the dataset has no {which!r} samples (split values present: "
                          f"{sorted(set(split.tolist()))})")
-    images = np.asarray(ds["image"].isel(sample=idx).values, dtype=np.float32)
-    U = np.asarray(ds["U"].values, dtype=np.float64)[idx]
+    images = sc.values(ds, "image", idx).astype(np.float32, copy=False)
+    U = sc.values(ds, "U").astype(np.float64)[idx]
     bad = ~np.isfinite(images).reshape(len(idx), -1).all(axis=1)
     if bad.any():
         raise InputError(f"{int(bad.sum())} {which!r} image(s) contain NaN or inf (first sample index "
