@@ -13,7 +13,7 @@ from moireu.config import AnalysisConfig
 from moireu.errors import InputError
 from moireu.provenance import provenance, write_json_atomic
 
-from . import figures as F
+from moireu.plot import analysis as F
 from .baselines import fit_baselines
 from .crossover import combine_estimates, order_parameter_crossover, order_parameter_onset, trajectory_crossover
 from .data import AnalysisData, load_store
@@ -234,16 +234,24 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
                     except InputError as exc:
                         res["notes"].append(f"{m.name} {method}: {exc}")
                         continue
-                    if maps.shape[1:] != imgs.shape[1:]:
+                    label = {"gradcam": "Grad-CAM", "guided_backprop": "guided backprop"}[method]
+                    all_zero = bool(np.all(np.nan_to_num(maps) == 0.0))
+                    if all_zero:
+                        # e.g. Grad-CAM through a ReLU whose pooled gradients are all ≤ 0: no attention
+                        # to measure, so no attention-shift estimate from it
+                        res["notes"].append(f"{m.name} {label}: every map is zero; flagged and excluded from "
+                                            "the attention shares and the crossover table")
+                        geo_ok = False
+                    elif maps.shape[1:] != imgs.shape[1:]:
                         res["notes"].append(f"{m.name} {method}: maps are {maps.shape[1:]} (model input size), "
                                             f"not the stored {imgs.shape[1:]}; region shares skipped")
                         geo_ok = False
                     else:
                         geo_ok = bool(geoms)
                     binned = average_per_u_bin(maps, Up, cfg.u_bins)
-                    label = {"gradcam": "Grad-CAM", "guided_backprop": "guided backprop"}[method]
                     overlay = None
                     entry: dict[str, Any] = {"model": m.name, "method": method, "n_samples": int(len(pick)),
+                                             "all_zero": all_zero,
                                              "u_bins": {"edges": binned.edges.tolist(),
                                                         "centers": binned.centers.tolist(),
                                                         "counts": binned.counts.tolist()}}
@@ -263,7 +271,8 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
                         binned.maps, [f"U ∈ [{binned.centers[i] - (binned.edges[1] - binned.edges[0]) / 2:.1f}, "
                                       f"{binned.centers[i] + (binned.edges[1] - binned.edges[0]) / 2:.1f}] eV "
                                       f"(n={binned.counts[i]})" for i in range(len(binned.centers))],
-                        data.kx, data.ky, out / f"{key}.png", f"{m.name}: mean {label} map per U bin",
+                        data.kx, data.ky, out / f"{key}.png", f"{m.name}: mean {label} map per U bin"
+                        + (" (every map is zero: excluded)" if all_zero else ""),
                         cbar_label="normalised |attribution|", overlay=overlay).name
                     res["interpretability"].append(entry)
             if profiles:
