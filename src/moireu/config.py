@@ -173,6 +173,9 @@ class TrainConfig(_Section):
 class AnalysisConfig(_Section):
     """Analyses and report."""
 
+    mode: Literal["ours", "paper"] = Field("ours", description="paper: the reference analysis (PCA of per-U mean "
+                                           "images; baselines on high-passed z-scored images, PCA(3)+ridge/kernel "
+                                           "ridge, 80/20 split seed 101)")
     pca_components: int = Field(3, ge=1, description="k of the eigen-images and of the PCA-trajectory crossover")
     pca_max_components: int = Field(10, ge=1, description="components in the explained-variance plot")
     baseline_components: tuple[int, ...] = Field((3, 10), description="k of the PCA(k)+ridge/kernel-ridge baselines")
