@@ -62,7 +62,7 @@ def paper_cmd(
     t0 = time.perf_counter()
 
     def stage(name: str, marker: Path, cmd: list[str], **kw) -> None:
-        _stage(name, marker, cmd, False, log, **kw)
+        _stage(name, marker, cmd, False, log, tag="paper", **kw)
         log[-1]["command"] = "moireu " + " ".join(cmd[3:])
         write_json_atomic(out / "stages.json", {"stages": log, "config": cfg.to_dict()})
 
