@@ -197,6 +197,11 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
                 str(doc.parent.resolve())) else dst
             L += [f"![{k} {key}]({rel})", "", f"{k} pipeline, `{key}` — made by: `{cmds.get(f'analysis {k}', '?')}`",
                   ""]
-    L += ["## Commands", "", "```"] + [f"{s.get('command')}" for s in res["stages"]] + ["```", ""]
+    L += ["## Commands of this run", "", "```"] + [f"{s.get('command')}" for s in res["stages"]] + ["```", "",
+          "## How to run it", "",
+          "`make paper` (= `moireu paper --out runs/paper`: the paper preset, i = 9, seeds 0, 1, 2) runs every "
+          "stage above and rewrites this file; it resumes where it stopped (the dataset point by point, every "
+          "other stage by its marker file). `PAPER_ARGS` passes options, e.g. "
+          "`make paper PAPER_ARGS=\"--workers 2 --seeds 0,1,2,3,4\"`.", ""]
     write_text_atomic(doc, "\n".join(L))
     return res
