@@ -24,7 +24,9 @@ from moireu.provenance import provenance, write_json_atomic, write_text_atomic
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    """A config section: unknown keys refused, immutable, every float finite (no inf/nan anywhere)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _mesh(v: Any) -> tuple[int, int]:
@@ -236,12 +238,16 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputError(f"--config {str(path)!r} is a directory; give a TOML file (e.g. a run's config.toml)")
+    if not path.exists():
         raise InputError(f"config file {str(path)!r} does not exist")
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {str(path)!r} cannot be read: {exc}") from None
 
 
 def _parse_value(text: str) -> Any:
