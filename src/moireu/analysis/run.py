@@ -90,11 +90,9 @@ def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
 
 
 def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from moireu.progress import progress_bar
 
-    return Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+    return progress_bar("analyze", every=0.0)  # rich bar on a terminal, a line per step in a log
 
 
 def _pick_per_u(U: np.ndarray, per_u: int, seed: int) -> np.ndarray:
