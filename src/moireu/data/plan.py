@@ -34,7 +34,7 @@ from typing import Iterable
 import numpy as np
 
 from moireu.config import MoireuConfig
-from moireu.data.schema import SPLITS
+from moireu.data.schema import HF_ORDER_PARAMETERS, SPLITS
 from moireu.data.schema import U_DECIMALS as _U_DECIMALS  # U is rounded to 1 µeV: exact keys
 from moireu.errors import InputError
 
@@ -223,8 +223,8 @@ def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolveP
     return chains
 
 
-#: HF order parameters whose change across a grid interval drives the refinement.
-REFINE_KEYS = ("max_moment", "staggered_moment", "charge_spread", "gap")
+#: HF order parameters whose change across a grid interval drives the refinement (the schema's, less the energy).
+REFINE_KEYS = tuple(k for k in HF_ORDER_PARAMETERS if k != "total_energy")
 
 
 def refinement_values(U: Iterable[float], records: Iterable[dict], n: int) -> list[float]:
