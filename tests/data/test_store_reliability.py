@@ -512,3 +512,9 @@ def test_losing_the_scheduler_never_publishes(tmp_path, dask_procs):
     assert isinstance(result.get("e"), BuildError), result
     assert "lost the dask cluster" in str(result["e"]) and "rerun" in str(result["e"])
     assert not out.exists() and _committed(out) >= 2
+
+
+def test_architecture_doc_embeds_the_generated_schema_table():
+    doc = (HERE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    table = doc.split("<!-- schema-table:begin -->\n")[1].split("\n<!-- schema-table:end -->")[0]
+    assert table == sc.markdown_table()
