@@ -132,7 +132,7 @@ class DatasetConfig(_Section):
 class TrainConfig(_Section):
     """Regressor training."""
 
-    model: Literal["fc", "cnn", "resnet18"] = "cnn"
+    model: str = Field("cnn", description="a registered model variant (`moireu models`)")
     recipe: Literal["ours", "paper"] = "ours"
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -157,11 +157,27 @@ class TrainConfig(_Section):
     linear_skip: bool = Field(True, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
     skip_ridge_alpha: float = Field(0.1, ge=0.0, description="cnn linear skip: closed-form ridge read-out on "
                                     "per-pixel standardised inputs, frozen (α; 0 = learned from zero)")
+    pretrained_weights: str | None = Field(None, description="torchvision-format resnet18 state dict (.pth) "
+                                           "loaded before training (conv1 from the RGB mean; resnet18 variants)")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        # the choices are the model registry's names (imported lazily: torch only when a config is validated
+        # with a model name the registry must check)
+        from moireu.ml.models import available_models
+
+        if v not in available_models():
+            raise ValueError(f"unknown model {v!r}; choose one of {available_models()}")
+        return v
 
 
 class AnalysisConfig(_Section):
     """Analyses and report."""
 
+    mode: Literal["ours", "paper"] = Field("ours", description="paper: the reference analysis (PCA of per-U mean "
+                                           "images; baselines on high-passed z-scored images, PCA(3)+ridge/kernel "
+                                           "ridge, 80/20 split seed 101)")
     pca_components: int = Field(3, ge=1, description="k of the eigen-images and of the PCA-trajectory crossover")
     pca_max_components: int = Field(10, ge=1, description="components in the explained-variance plot")
     baseline_components: tuple[int, ...] = Field((3, 10), description="k of the PCA(k)+ridge/kernel-ridge baselines")

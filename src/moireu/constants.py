@@ -7,8 +7,8 @@ Every constant carries its unit in a comment.
 import math
 
 # --- graphene lattice --------------------------------------------------------------------------
-A_CC = 1.42  # Å, carbon–carbon bond length
 A_LAT = 2.46  # Å, graphene lattice constant (the value used by the Slater–Koster literature)
+A_CC = A_LAT / math.sqrt(3.0)  # Å, carbon–carbon bond length a/√3 = 1.420281 Å (derived, never set apart)
 D_INTERLAYER = 3.35  # Å, equilibrium interlayer distance of AB graphite
 
 # --- Slater–Koster pz parameters (Moon & Koshino, PRB 87, 205404 (2013);

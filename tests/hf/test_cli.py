@@ -46,6 +46,14 @@ def test_scf_json_and_result(moireu, tmp_path):
         assert key in s
     assert s["converged"] and s["staggered_moment"] > 0.2
     assert "it    1" in p.stderr  # one progress line per iteration
+    # the steps between building the system and iteration 1 are reported, and every line is logged
+    assert p.stderr.index("reference state") < p.stderr.index("it    1")
+    log = (tmp_path / "r" / "scf.log").read_text()
+    for line in p.stderr.splitlines():
+        assert line.strip() in log
+    for key in ("homo_eV", "lumo_eV", "gap_eV"):
+        assert key in s
+    assert s["homo_eV"] < s["fermi_level_eV"] < s["lumo_eV"]
     res = HFResult.load(tmp_path / "r" / "hf_result.nc")
     assert res.converged and res.max_moment == pytest.approx(s["max_moment"])
     assert (tmp_path / "r" / "config.toml").exists()

@@ -114,5 +114,36 @@ def _quiet_interrupt() -> None:
     sys.unraisablehook = lambda *_: None  # "Exception ignored in Client.__del__" of a loop already closed
 
 
+@dataset_app.command("paper-images")
+def paper_images_cmd(
+    data: Path = typer.Argument(..., help="dataset store that keeps the per-atom LDOS (contract D)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the paper-image store to write"),
+    workers: int = typer.Option(1, "--workers", "-w", help="rendering processes"),
+    grid: int = typer.Option(1003, "--grid", help="points per axis of the |F| grid (reference: 1003)"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished --out"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Same samples, HF states and U labels; images made the reference's way (arXiv:2602.18890).
+
+    |F| = |Σ LDOS e^(−ik·r)| without mean subtraction on the grid × grid window, drawn with turbo,
+    saved as PNG, read back in grayscale, resized to 256². Resumable: rerun after an interruption.
+    """
+    from moireu.data.paper import paper_store
+    from moireu.stm.paper import PaperTransform
+
+    transform = None
+    if grid != 1003:
+        from moireu.data import open_store
+
+        cfg = open_store(data).attrs.get("config")
+        cells = int(__import__("json").loads(cfg).get("stm", {}).get("patch_cells", 8)) if cfg else 8
+        transform = PaperTransform(grid=grid, patch_cells=cells)
+    rep = paper_store(data, out, transform, workers=workers, force=force,
+                      progress=lambda d, n: info(f"paper images {d}/{n}"))
+    info(f"wrote {rep['n_samples']} paper images ({rep['image_shape'][0]}²) to {out}")
+    if as_json:
+        emit_json(rep)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(dataset_app, name="dataset")

@@ -13,7 +13,7 @@ from moireu.errors import InputError
 
 def train_cmd(
     data: Path = typer.Argument(..., help="dataset store (moireu dataset build)"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="fc, cnn or resnet18 (default: train.model)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="a registered variant (moireu models; default: train.model)"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="ours (default) or paper (reference recipe)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
@@ -158,7 +158,25 @@ def predict_cmd(
                    f"   ({res['model']}, recipe {res['recipe']}, {len(res['members'])} member(s))")
 
 
+def models_cmd(json_: bool = JsonOpt) -> None:
+    """List the registered model variants with parameter count, recipe and arguments."""
+    from moireu.ml.models import list_models
+
+    rows = list_models()
+    if json_:
+        emit_json(rows)
+        return
+    w = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'name':<{w}}  {'parameters':>11}  recipe  arguments / training settings")
+    for r in rows:
+        args = ", ".join(f"{k}={v}" for k, v in (r["arguments"] | r["train"]).items()) or "-"
+        typer.echo(f"{r['name']:<{w}}  {r['parameters']:>11,}  {r['recipe']:<6}  {args}")
+        typer.echo(f"{'':<{w}}  {'':>11}          {r['summary']}")
+    typer.echo("(parameters at the variant's arguments; fc counted for 64×64 inputs)")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("models")(models_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)

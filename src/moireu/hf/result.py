@@ -29,7 +29,7 @@ class HFResult:
     pair_density : (2, npair) real-space density matrix ρ_σ,ij(R) on the system's Fock pair list
         (the half list, one of each (i, j, R)/(j, i, −R)); empty without Fock
     band_energies : (nk, 2, N) mean-field eigenvalues on the SCF mesh (eV), or None
-    fermi_level : μ (eV)
+    fermi_level : μ (eV); mid-gap when the mesh spectrum is gapped (:func:`moireu.lattice.fermi_solve`)
     total_energy : HF energy per moiré cell (eV), :math:`\mathrm{Tr}[H_{TB}\rho] + E_{int}[\delta\rho]`
         (internal energy of the output density; the −kT·S term of the free energy is not included)
     converged, iterations, residual_history, energy_history, seconds
@@ -37,6 +37,7 @@ class HFResult:
     sublattice, layer : (N,) int, for the order parameters
     fingerprint : identifies the HFSystem (geometry, hoppings, k-mesh, Coulomb parameters)
     meta : resolved solve options, system description, config and provenance (JSON-able)
+    homo, lumo : highest state below and lowest state above μ on the SCF mesh (eV; NaN when unknown)
     """
 
     occupations: np.ndarray
@@ -56,6 +57,8 @@ class HFResult:
     fingerprint: str
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    homo: float = float("nan")
+    lumo: float = float("nan")
 
     # ------------------------------------------------------------------ order parameters
     @property
@@ -97,20 +100,25 @@ class HFResult:
         c = self.charge
         return float(c.max() - c.min())
 
+    def _edges(self) -> tuple[float, float]:
+        if np.isfinite(self.homo) and np.isfinite(self.lumo):
+            return float(self.homo), float(self.lumo)
+        if self.band_energies is None:
+            return float("nan"), float("nan")
+        e = np.asarray(self.band_energies)
+        above, below = e[e > self.fermi_level], e[e <= self.fermi_level]
+        return (float(below.max()) if below.size else float("nan"), float(above.min()) if above.size else float("nan"))
+
     @property
     def gap(self) -> float:
-        """Spectral gap at μ on the SCF mesh (eV; 0 when μ lies inside a band or no energies kept)."""
-        if self.band_energies is None:
-            return 0.0
-        e = self.band_energies
-        above, below = e[e > self.fermi_level], e[e <= self.fermi_level]
-        if above.size == 0 or below.size == 0:
-            return 0.0
-        return float(max(above.min() - below.max(), 0.0))
+        """LUMO − HOMO on the SCF mesh (eV; the level spacing at μ when metallic, 0 when unknown)."""
+        h, l = self._edges()
+        return float(max(l - h, 0.0)) if np.isfinite(h) and np.isfinite(l) else 0.0
 
     def summary(self) -> dict[str, Any]:
         """Scalar summary (the keys scripts rely on: converged, iterations, seconds, fermi_level_eV,
-        max_moment, staggered_moment, charge_spread)."""
+        max_moment, staggered_moment, charge_spread; homo_eV/lumo_eV bracket fermi_level_eV, which
+        sits mid-gap for a gapped mesh spectrum)."""
         return {
             "converged": bool(self.converged),
             "iterations": int(self.iterations),
@@ -127,6 +135,8 @@ class HFResult:
             "charge_spread": self.charge_spread,
             "charge_std": float(np.std(self.charge)),
             "gap_eV": self.gap,
+            "homo_eV": self._edges()[0],
+            "lumo_eV": self._edges()[1],
             "n_electrons": float(self.charge.sum()),
             "n_orb": self.n_orb,
         }
@@ -157,6 +167,7 @@ class HFResult:
             "converged": int(bool(self.converged)), "iterations": int(self.iterations),
             "U": float(self.U), "filling": float(self.filling), "kT": float(self.kT),
             "seconds": float(self.seconds), "fingerprint": self.fingerprint,
+            "homo": float(self.homo), "lumo": float(self.lumo),
             "meta": json.dumps(meta, default=str), "summary": json.dumps(self.summary()),
             "format": "moireu.hf.HFResult/1",
         }
@@ -197,6 +208,7 @@ class HFResult:
             sublattice=ds["sublattice"].values.astype(int), layer=ds["layer"].values.astype(int),
             fingerprint=str(ds.attrs["fingerprint"]), seconds=float(ds.attrs["seconds"]),
             meta=json.loads(ds.attrs.get("meta", "{}")),
+            homo=float(ds.attrs.get("homo", float("nan"))), lumo=float(ds.attrs.get("lumo", float("nan"))),
         )
         if system is not None:
             system.check_compatible(res, what=f"HF result {str(path)!r}")
@@ -210,6 +222,6 @@ class HFResult:
             if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
                 if a is None or b is None or not np.array_equal(a, b):
                     return False
-            elif a != b:
+            elif a != b and not (isinstance(a, float) and isinstance(b, float) and np.isnan(a) and np.isnan(b)):
                 return False
         return True

@@ -67,45 +67,129 @@ def band_path(model, npts: int = 90, points=("K", "Γ", "M", "K")) -> tuple[np.n
     return k, s, list(ticks), list(points)
 
 
+#: |E − μ|/kT beyond which an occupation is taken as exactly 0 or 1 (e^{−50} ≈ 2·10⁻²²)
+FD_CLIP = 50.0
+#: relative accuracy of the electron count at the Fermi level
+COUNT_TOL = 1e-12
+
+
 def fermi_dirac(e: np.ndarray, mu: float, kT: float) -> np.ndarray:
-    """Occupation 1/(exp((e−μ)/kT) + 1), overflow-safe."""
-    x = np.clip((np.asarray(e) - mu) / kT, -700.0, 700.0)
+    r"""Fermi–Dirac occupation :math:`f = 1/(e^{(E-\mu)/kT}+1) = \tfrac12[1-\tanh((E-\mu)/2kT)]`.
+
+    The one implementation of the package (the SCF, the band summaries and the LDOS use it).
+    Beyond :data:`FD_CLIP` kT from μ the occupation is exactly 0 or 1; overflow-safe.
+    """
+    x = np.clip((np.asarray(e, float) - mu) / kT, -FD_CLIP, FD_CLIP)
     return 0.5 * (1.0 - np.tanh(0.5 * x))
 
 
-def fermi_level(eigs: np.ndarray, weights: np.ndarray, n_electrons: float, kT: float,
-                degeneracy: float = 1.0, tol: float = 1e-13) -> float:
-    """Chemical potential μ with Σ_k w_k Σ_n g f((E_nk − μ)/kT) = n_electrons, by bisection.
+@dataclass(frozen=True)
+class FermiLevel:
+    """Chemical potential and the band edges around it (eV).
+
+    Attributes
+    ----------
+    mu : μ (see :func:`fermi_level` for the convention in a gap)
+    homo : highest state below μ (the valence edge in a gap)
+    lumo : lowest state above μ (the conduction edge; ``inf`` when every state is filled)
+    gapped : μ lies in a gap of the zero-temperature filling (set mid-gap)
+    """
+
+    mu: float
+    homo: float
+    lumo: float
+    gapped: bool
+
+    @property
+    def gap(self) -> float:
+        """lumo − homo (≥ 0; 0 when the filling is fractional)."""
+        return float(max(self.lumo - self.homo, 0.0)) if math.isfinite(self.lumo) else 0.0
+
+
+def _sorted_states(eigs: np.ndarray, weights: np.ndarray, degeneracy: float) -> tuple[np.ndarray, np.ndarray]:
+    e = np.asarray(eigs, float)
+    w = np.asarray(weights, float)
+    if e.ndim < 1 or e.shape[0] != w.shape[0]:
+        raise InputError(f"{w.shape[0]} k weights for eigenvalues of shape {e.shape}")
+    e = e.reshape(len(w), -1)
+    ww = np.broadcast_to(degeneracy * w[:, None], e.shape)
+    order = np.argsort(e, axis=None, kind="stable")
+    return e.ravel()[order], ww.ravel()[order]
+
+
+def fermi_solve(eigs: np.ndarray, weights: np.ndarray, n_electrons: float, kT: float,
+                degeneracy: float = 1.0) -> FermiLevel:
+    r"""μ with :math:`g\sum_k w_k\sum_n f(E_{nk}-\mu) = N_e`, and the band edges around it.
 
     Parameters
     ----------
-    eigs : (nk, ..., nb) eigenvalues (eV); any middle axes (e.g. spin) are summed over
-    weights : (nk,) k weights summing to 1
+    eigs : (nk, ...) eigenvalues (eV); all axes after the first are summed (e.g. spin, band). A
+        subset of the spectrum (the lowest states at every k) is fine as long as it contains every
+        state below μ + :data:`FD_CLIP` kT.
+    weights : (nk,) k weights (normally summing to 1)
     n_electrons : electrons per cell
     kT : temperature (eV), > 0
     degeneracy : g, states per eigenvalue (2 for spin-degenerate bands, 1 for spin-resolved)
+
+    Notes
+    -----
+    **Convention in a gap.** When the zero-temperature filling ends exactly at a state (HOMO) and
+    the next state (LUMO) lies higher, the exact finite-temperature root is
+    :math:`\mu = \tfrac12(E_{HOMO}+E_{LUMO}) + \tfrac{kT}{2}\ln(g_c/g_v) + O(e^{-\Delta/2kT})`
+    (g_c, g_v the weights of the edge states), i.e. mid-gap as kT → 0. Whenever mid-gap satisfies
+    the electron count to :data:`COUNT_TOL` (relative), μ is set to **mid-gap exactly**; a bisection
+    that stops as soon as the count is met would stop anywhere in the gap where the occupations
+    have saturated (≈ 25 kT above the valence edge), which is what it did before. Otherwise
+    (metallic filling or a gap of a few kT) μ is the bisection root of the count, to 1e-14 eV.
     """
-    eigs = np.asarray(eigs, float)
-    w = np.asarray(weights, float).reshape((-1,) + (1,) * (eigs.ndim - 1))
-    nstates = degeneracy * eigs[0].size
-    if not 0.0 <= n_electrons <= nstates:
-        raise InputError(f"{n_electrons} electrons do not fit in {nstates} states")
-    if not kT > 0:
-        raise InputError(f"kT must be > 0, got {kT}")
+    if not (math.isfinite(kT) and kT > 0):
+        raise InputError(f"kT must be > 0 eV, got {kT!r}")
+    ef, wf = _sorted_states(eigs, weights, degeneracy)
+    cum = np.cumsum(wf)
+    total = float(cum[-1]) if len(cum) else 0.0
+    if not (math.isfinite(n_electrons) and -1e-9 <= n_electrons <= total * (1 + 1e-12) + 1e-9):
+        raise InputError(f"{n_electrons} electrons do not fit in {total:.6g} states")
+    tol = COUNT_TOL * max(1.0, abs(n_electrons))
+    window = FD_CLIP * kT
 
     def count(mu: float) -> float:
-        return float(degeneracy * np.sum(w * fermi_dirac(eigs, mu, kT)))
+        a = int(np.searchsorted(ef, mu - window))
+        b = int(np.searchsorted(ef, mu + window, side="right"))
+        return (float(cum[a - 1]) if a > 0 else 0.0) + float(wf[a:b] @ fermi_dirac(ef[a:b], mu, kT))
 
-    lo, hi = float(eigs.min()) - 40 * kT - 1.0, float(eigs.max()) + 40 * kT + 1.0
+    # zero-temperature filling: the states up to index idx hold n_electrons (within tol)
+    idx = min(int(np.searchsorted(cum, n_electrons - tol)), len(ef) - 1)
+    if abs(float(cum[idx]) - n_electrons) <= tol:
+        homo = float(ef[idx])
+        lumo = float(ef[idx + 1]) if idx + 1 < len(ef) else math.inf
+        if not math.isfinite(lumo):
+            return FermiLevel(homo + window, homo, lumo, True)
+        mid = 0.5 * (homo + lumo)
+        if lumo > homo and abs(count(mid) - n_electrons) <= tol:
+            return FermiLevel(mid, homo, lumo, True)
+    lo, hi = float(ef[max(idx - 1, 0)]) - window, float(ef[idx]) + window
+    while count(lo) > n_electrons:
+        lo -= window
+    while count(hi) < n_electrons and hi < ef[-1] + 2 * window:
+        hi += window
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if count(mid) < n_electrons:
             lo = mid
         else:
             hi = mid
-        if hi - lo < tol:
+        if hi - lo < 1e-14:
             break
-    return 0.5 * (lo + hi)
+    mu = 0.5 * (lo + hi)
+    below, above = ef[ef <= mu], ef[ef > mu]
+    return FermiLevel(mu, float(below[-1]) if below.size else -math.inf,
+                      float(above[0]) if above.size else math.inf, False)
+
+
+def fermi_level(eigs: np.ndarray, weights: np.ndarray, n_electrons: float, kT: float,
+                degeneracy: float = 1.0) -> float:
+    """Chemical potential μ (eV) of :func:`fermi_solve` (mid-gap in a gap; see its Notes)."""
+    return fermi_solve(eigs, weights, n_electrons, kT, degeneracy).mu
 
 
 def dos(eigs: np.ndarray, weights: np.ndarray, energies: np.ndarray, eta: float,

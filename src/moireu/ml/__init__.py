@@ -5,7 +5,7 @@ imports the physics stages.
 
 Public API
 ----------
-create_model(name, **kw)              ``fc``, ``cnn``, ``resnet18`` regressors: (n, 1, H, W) → (n,)
+create_model(name, **kw)              registered variants (list_models()): (n, 1, H, W) → (n,)
 train_run(data, out, cfg)             train a run directory (checkpoint, curves, resumable)
 fit_ensemble(train, val, recipe)      the training loop on arrays → (RunModel, info)
 resolve_recipe(train_cfg)             ``paper`` / ``ours`` recipe settings
@@ -20,7 +20,7 @@ model.gradcam_layer                   dotted name of the last conv stage (``get_
 from moireu.ml.augment import PROFILES, AugmentProfile, augment, profile_names
 from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, stratified_split
 from moireu.ml.evaluate import evaluate_arrays, evaluate_run, format_table, metrics, robustness_table
-from moireu.ml.models import available_models, create_model, gradcam_module
+from moireu.ml.models import available_models, create_model, gradcam_module, list_models, register_model
 from moireu.ml.predict import LoadedRun, load_checkpoint, load_run, predict_image, read_ready_image
 from moireu.ml.train import Recipe, fit_ensemble, resolve_recipe, train_run
 from moireu.ml.uncertainty import RunModel, calibrate, conformal_quantile, predict_tensor
@@ -29,7 +29,7 @@ __all__ = [
     "PROFILES", "AugmentProfile", "augment", "profile_names",
     "Preprocess", "StoreData", "load_split", "open_dataset", "stratified_split",
     "evaluate_arrays", "evaluate_run", "format_table", "metrics", "robustness_table",
-    "available_models", "create_model", "gradcam_module",
+    "available_models", "create_model", "gradcam_module", "list_models", "register_model",
     "LoadedRun", "load_checkpoint", "load_run", "predict_image", "read_ready_image",
     "Recipe", "fit_ensemble", "resolve_recipe", "train_run",
     "RunModel", "calibrate", "conformal_quantile", "predict_tensor",

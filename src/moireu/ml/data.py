@@ -29,7 +29,8 @@ from torch import nn
 
 from moireu.errors import InputError
 
-__all__ = ["StoreData", "open_dataset", "load_split", "stratified_split", "Preprocess", "store_fingerprint"]
+__all__ = ["StoreData", "open_dataset", "load_split", "stratified_split", "random_split", "Preprocess",
+           "store_fingerprint"]
 
 
 @dataclass
@@ -137,6 +138,24 @@ def stratified_split(U: np.ndarray, fractions: tuple[float, float, float] = (0.6
         raise InputError(f"{U.size} grid sample(s) cannot be split into train/val/test "
                          f"({tr.size}/{va.size}/{te.size}); the dataset needs at least 3 images per U value")
     return tr, va, te
+
+
+def random_split(n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                 seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference (``paper``) split: one random permutation of ``0..n−1``, not stratified.
+
+    The first ``⌊f_train·n⌋`` permuted positions are training, the next ``⌊f_val·n⌋`` validation,
+    the rest test (Tanksale & Stauber: 60/20/20 with seed 42). Returned sorted.
+    """
+    f_train, f_val, f_test = fractions
+    if not np.isclose(f_train + f_val + f_test, 1.0) or min(fractions) <= 0:
+        raise InputError(f"split fractions must be positive and sum to 1, got {fractions}")
+    perm = np.random.default_rng(seed).permutation(int(n))
+    n_tr, n_va = int(f_train * n), int(f_val * n)
+    parts = (perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:])
+    if min(p.size for p in parts) == 0:
+        raise InputError(f"{n} grid sample(s) cannot be split {fractions} into non-empty train/val/test")
+    return tuple(np.sort(p).astype(np.int64) for p in parts)  # type: ignore[return-value]
 
 
 class Preprocess(nn.Module):

@@ -2,10 +2,12 @@
 
 Two recipes share one loop:
 
-``paper`` (the reference recipe, reproduced): images at the stored size, each divided by its
-L2 norm; raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32, cosine learning-rate decay,
-gradient-norm clipping at 1.0, dropout 0.2, early stopping with patience 10 on the validation
-loss, predictions clamped at U ≥ 0; one network, no augmentation.
+``paper`` (Tanksale & Stauber, arXiv:2602.18890, reproduced): the random 60/20/20 split with
+seed 42; images at the stored size standardised by one global mean/std of the training pixels;
+raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32 shuffled, gradient-norm clipping
+at 1.0, CosineAnnealingLR(T_max = epochs, eta_min = 1e-6) stepped per epoch, early stopping with
+patience 10 on the validation loss keeping the best weights; one network, no augmentation. The
+variants ``cnn_paper``/``resnet18_paper`` carry the L2-normalised features and the U ≥ 0 clamp.
 
 ``ours`` (default): images area-downsampled to ``input_size`` (CPU time), per-image z-score then
 global standardisation (training-split statistics), targets standardised
@@ -30,12 +32,14 @@ best weights, history, finished members) is written atomically to ``RUN/last.pt`
 the same command resumes from it. The final ``RUN/checkpoint.pt`` holds everything prediction
 needs (:func:`moireu.ml.predict.load_run`).
 
-The cosine schedule (Loshchilov & Hutter, ICLR 2017) is stepped per batch:
-``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))`` with ``lr_min = lr/100``.
+The cosine schedule (Loshchilov & Hutter, ICLR 2017) is :func:`make_scheduler`:
+``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))``, per batch with ``lr_min = lr/100`` (ours)
+or per epoch with ``lr_min = 1e-6`` (paper).
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import time
@@ -49,8 +53,9 @@ from torch import nn
 
 from moireu.errors import InputError
 from moireu.ml.augment import augment as apply_augment
-from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, store_fingerprint, stratified_split
-from moireu.ml.models import create_model
+from moireu.ml.data import (Preprocess, StoreData, load_split, open_dataset, random_split, store_fingerprint,
+                            stratified_split)
+from moireu.ml.models import ConvNet, FCNet, create_model, load_resnet18_weights, model_spec
 from moireu.ml.uncertainty import RunModel, calibrate
 from moireu.provenance import provenance, write_bytes_atomic, write_json_atomic
 
@@ -58,9 +63,8 @@ __all__ = ["Recipe", "resolve_recipe", "fit_ensemble", "train_run", "save_torch_
            "FORMAT"]
 
 FORMAT = "moireu-ml-1"
-# Default widths of the ``ours`` recipe, chosen for 2-core CPU budgets: the cnn at width 8 on 64-px inputs
-# costs ≈ 13 M multiply-adds per image forward, the resnet18 at width 16 ≈ 10 M (width 64: ≈ 150 M).
-_DEFAULT_WIDTH = {"fc": 256, "cnn": 8, "resnet18": 16}
+# The reference split: random 60/20/20 with numpy seed 42, whatever the run's seed (Tanksale & Stauber).
+PAPER_SPLIT_SEED = 42
 # With an augmentation profile, the per-pixel corruption variance that regularises the ridge read-out of
 # the cnn is estimated from this many corrupted copies of the training images.
 _RIDGE_AUG_COPIES = 4
@@ -90,6 +94,10 @@ class Recipe:
     retrain_full: bool = False
     coverage: float = 0.9
     skip_ridge_alpha: float = 0.0
+    schedule: str = "batch"
+    lr_min: float | None = None
+    split: str = "stratified"
+    pretrained_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,37 +106,43 @@ class Recipe:
 def resolve_recipe(tc: Any) -> Recipe:
     """The concrete :class:`Recipe` of a ``TrainConfig`` (``tc.recipe`` ∈ {``paper``, ``ours``}).
 
-    ``paper`` pins everything the reference fixed (lr, batch, dropout, weight decay, loss, clipping,
-    patience, L2 features, clamp, no augmentation, one member, full image size); it takes only
-    ``model``, ``epochs``, ``retrain_full`` and ``coverage`` from the config.
+    The model variant (:func:`moireu.ml.models.model_spec`) fixes its own constructor arguments
+    and may imply training settings (``cnn_mild``: ``augment = "mild"``), which override the config.
+    ``paper`` pins everything the reference fixed (Adam lr 1e-3, weight decay 1e-4, batch 32, MSE,
+    gradient clip 1.0, cosine annealing per epoch to 1e-6, patience 10, the random 60/20/20 split
+    with seed 42, images as stored with one global mean/std of the training pixels, raw targets,
+    U ≥ 0, no augmentation, one network); it takes only ``model``, ``epochs``, ``width``,
+    ``retrain_full``, ``coverage`` and ``pretrained_weights`` from the config.
     """
-    width = tc.width or _DEFAULT_WIDTH[tc.model]
+    spec = model_spec(tc.model)
+    if spec.train:
+        tc = tc.model_copy(update=spec.train)
+    params = inspect.signature(spec.builder).parameters
+    kw: dict[str, Any] = {}
+    if tc.width and "width" in params:
+        kw["width"] = tc.width
     if tc.recipe == "paper":
-        kw: dict[str, Any] = {"dropout": 0.2}
-        if tc.model == "cnn":
-            kw |= {"width": tc.width or 32}
-        elif tc.model == "fc":
-            kw |= {"hidden": (width, width // 4)}
-        else:
-            kw |= {"width": tc.width or 64}
         return Recipe(name="paper", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=32, lr=1e-3,
-                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="l2",
-                      standardise_inputs=False, standardise_targets=False, clamp_min=0.0, augment="clean",
-                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage)
-    kw = {"dropout": tc.dropout}
-    skip_alpha = tc.skip_ridge_alpha if (tc.model == "cnn" and tc.linear_skip) else 0.0
-    if tc.model == "cnn":
-        kw |= {"width": width, "coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid,
-               "linear_skip": tc.linear_skip}
-    elif tc.model == "fc":
+                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="none",
+                      standardise_inputs=True, standardise_targets=False, clamp_min=0.0, augment="clean",
+                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage,
+                      schedule="epoch", lr_min=1e-6, split="paper", pretrained_weights=tc.pretrained_weights)
+    width = int(kw.get("width", spec.defaults.get("width", 0)))
+    kw["dropout"] = tc.dropout
+    skip_alpha = 0.0
+    if spec.builder is ConvNet:
+        skip_alpha = tc.skip_ridge_alpha if tc.linear_skip else 0.0
+        kw |= {"coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid, "linear_skip": tc.linear_skip}
+    elif spec.builder is FCNet:
+        width = int(tc.width or 256)
+        kw.pop("width", None)
         kw |= {"hidden": (width, max(width // 4, 8))}
-    else:
-        kw |= {"width": width}
     return Recipe(name="ours", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=tc.batch_size,
                   lr=tc.lr, weight_decay=tc.weight_decay, patience=tc.patience, grad_clip=tc.grad_clip,
                   loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
-                  retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha)
+                  retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha,
+                  pretrained_weights=tc.pretrained_weights)
 
 
 def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6,
@@ -203,6 +217,24 @@ def _init_skip(model: nn.Module, w_eff: torch.Tensor, b: float) -> None:
     skip.weight.requires_grad_(False)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, epochs: int, n_train: int) -> Any:
+    """The cosine learning-rate schedule of a recipe (Loshchilov & Hutter, ICLR 2017).
+
+    ``lr(t) = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))``. ``schedule = "epoch"`` (paper):
+    stepped once per epoch, ``T = epochs``, ``lr_min = recipe.lr_min`` (1e-6), so epoch ``e``
+    (from 0) trains at ``lr(e)``. ``schedule = "batch"`` (ours): stepped per batch,
+    ``T = epochs × batches``, ``lr_min = lr / 100`` unless ``recipe.lr_min`` is set.
+    """
+    if recipe.schedule not in ("epoch", "batch"):
+        raise InputError(f"learning-rate schedule must be 'epoch' or 'batch', got {recipe.schedule!r}")
+    if recipe.schedule == "epoch":
+        t_max = epochs
+    else:
+        t_max = epochs * max(1, math.ceil(n_train / max(1, min(recipe.batch_size, n_train))))
+    lr_min = recipe.lr / 100 if recipe.lr_min is None else recipe.lr_min
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t_max), eta_min=lr_min)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch, and ask torch for deterministic kernels."""
     import random
@@ -227,7 +259,7 @@ def _loss_fn(name: str) -> nn.Module:
 def build_model(name: str, model_kwargs: dict[str, Any], input_shape: tuple[int, int]) -> nn.Module:
     """Instantiate a recipe's model for network inputs of ``input_shape`` (fills size-dependent options)."""
     kw = dict(model_kwargs)
-    if name == "fc":
+    if model_spec(name).builder is FCNet:
         kw["image_size"] = tuple(input_shape)
     if kw.get("linear_skip") is True:
         kw["linear_skip"] = tuple(input_shape)
@@ -238,6 +270,14 @@ def build_model(name: str, model_kwargs: dict[str, Any], input_shape: tuple[int,
 
 def _build(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
     return build_model(recipe.model, recipe.model_kwargs, image_shape)
+
+
+def _init_model(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
+    """A freshly initialised network to train (with ``recipe.pretrained_weights`` loaded when set)."""
+    model = _build(recipe, image_shape)
+    if recipe.pretrained_weights:
+        load_resnet18_weights(model, recipe.pretrained_weights)
+    return model
 
 
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -280,6 +320,7 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
     try:
         while st.epoch < n_epochs:
             t0 = time.perf_counter()
+            lr_epoch = opt.param_groups[0]["lr"]
             model.train()
             perm = torch.randperm(n, generator=gen)
             tot, seen = 0.0, 0
@@ -298,10 +339,13 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 opt.step()
-                sched.step()
+                if recipe.schedule == "batch":
+                    sched.step()
                 tot += loss.item() * idx.numel()
                 seen += idx.numel()
-            rec = {"epoch": st.epoch, "train_loss": tot / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+            if recipe.schedule == "epoch":
+                sched.step()
+            rec = {"epoch": st.epoch, "train_loss": tot / max(seen, 1), "lr": lr_epoch,
                    "seconds": time.perf_counter() - t0}
             improved = False
             if xva is not None:
@@ -415,7 +459,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
-        model = _build(recipe, prep.out_shape)
+        model = _init_model(recipe, prep.out_shape)
         if skip_init is not None:
             _init_skip(model, *skip_init)
         gen = torch.Generator().manual_seed(mseed)
@@ -425,9 +469,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
 
         def make_opt(m: nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
             opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay)
-            n_batches = max(1, math.ceil(xtr.shape[0] / min(recipe.batch_size, xtr.shape[0])))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches, eta_min=recipe.lr / 100)
-            return opt, sched
+            return opt, make_scheduler(opt, recipe, epochs, xtr.shape[0])
 
         opt, sched = make_opt(model, recipe.epochs)
         if resume_blob is not None and resume_blob["member"] == k:
@@ -463,7 +505,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                            "best_val": st.best_val, "history": st.history}
             if recipe.retrain_full:
                 torch.manual_seed(mseed + 1)
-                model = _build(recipe, prep.out_shape)
+                model = _init_model(recipe, prep.out_shape)
                 if skip_init is not None:
                     w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
                                                  recipe.skip_ridge_alpha)
@@ -572,15 +614,19 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data)
     grid = load_split(ds, "grid")
-    fr = (1.0 - tc.val_fraction - tc.test_fraction, tc.val_fraction, tc.test_fraction)
-    tr, va, te = stratified_split(grid.U, fr, seed=cfg.seed)
+    if recipe.split == "paper":
+        fr, split_seed = (0.6, 0.2, 0.2), PAPER_SPLIT_SEED
+        tr, va, te = random_split(grid.U.size, fr, seed=split_seed)
+    else:
+        fr, split_seed = (1.0 - tc.val_fraction - tc.test_fraction, tc.val_fraction, tc.test_fraction), cfg.seed
+        tr, va, te = stratified_split(grid.U, fr, seed=split_seed)
     sub = lambda p: StoreData(grid.images[p], grid.U[p], grid.index[p], grid.attrs)  # noqa: E731
     train, val = sub(tr), sub(va)
     fp = store_fingerprint(ds)
     run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, state_path=out / "last.pt", resume=resume,
                              progress=progress, callback=callback, meta={"store": fp})
     extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
-             "split": {"seed": cfg.seed, "fractions": list(fr), "train": grid.index[tr].tolist(),
+             "split": {"mode": recipe.split, "seed": split_seed, "fractions": list(fr), "train": grid.index[tr].tolist(),
                        "val": grid.index[va].tolist(), "test": grid.index[te].tolist()},
              "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
     save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")

@@ -1,0 +1,216 @@
+r"""The one self-consistent-field driver: mixing, restarts, convergence, instability re-seeding, checkpoints.
+
+Physics parameters (:class:`~moireu.hf.terms.Params`: U, ν, kT) are passed by name and kept apart
+from the numerical options (:class:`SCFOptions`), as kwant's ``params=``. One iteration is
+
+    ρ_in → Σ[ρ_in − ρ⁰] (all terms) → H_σ(k) → eigenpairs, μ → ρ_out, E[ρ_out] → mixer → ρ_in'
+
+with the residual :math:`r = \max|\rho_{out} - \rho_{in}|` over the site occupations and the
+exchange pair list. Convergence: :math:`r <` ``tol`` and :math:`|E_m - E_{m-1}| <` ``energy_tol``.
+
+Seeds and re-seeding: a cold solve starts from a moment pattern (``init``) of amplitude
+``init_amplitude`` on the neutral reference. A quasi-Newton mixer can converge onto the
+non-magnetic saddle (a solution at every U in the subtraction convention); when a solve with a
+magnetic seed converges to a state without moment, the driver measures the growth factor of the
+seed pattern (:meth:`HFSystem.instability`) and, if the non-magnetic state is unstable, re-seeds
+with the pattern and continues (up to three times).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from moireu.errors import InputError
+from moireu.hf.mixing import AdaptiveMixer, Mixer
+from moireu.hf.result import HFResult
+from moireu.hf.terms import Density, Params
+from moireu.lattice.bands import fermi_solve
+
+__all__ = ["SCFOptions", "run_scf"]
+
+
+@dataclass(frozen=True)
+class SCFOptions:
+    """Numerical options of one solve (none of them changes the physics of a converged result).
+
+    Parameters
+    ----------
+    init : seed pattern "paramagnetic", "afm", "ferro" or "random" (:meth:`HFSystem.initial_state`)
+    seed : random seed of the "random" pattern
+    init_amplitude : seed moment per site (0 … 1)
+    mixer, mixing_weight, mixing_history : the quasi-Newton mixer (:mod:`moireu.hf.mixing`)
+    anderson_start : damped linear mixing while the residual exceeds this, then quasi-Newton
+    stall_window : restart the mixer from the best iterate when the residual has not halved
+        over this many iterations (:class:`~moireu.hf.mixing.AdaptiveMixer`)
+    tol : convergence threshold on max |ρ_out − ρ_in|
+    energy_tol : and on |E_m − E_{m−1}| (eV per moiré cell)
+    max_iter : iteration limit; reaching it returns a result with ``converged = False``
+    checkpoint_every : iterations between checkpoint writes
+    """
+
+    init: str = "afm"
+    seed: int = 0
+    init_amplitude: float = 1.0
+    mixer: str = "anderson"
+    mixing_weight: float = 0.3
+    mixing_history: int = 8
+    anderson_start: float = 0.1
+    stall_window: int = 8
+    tol: float = 1e-6
+    energy_tol: float = 1e-7
+    max_iter: int = 300
+    checkpoint_every: int = 5
+
+    def __post_init__(self) -> None:
+        from moireu.hf.system import INITS
+
+        if self.init not in INITS:
+            raise InputError(f"unknown initial state {self.init!r}; allowed: {', '.join(INITS)}")
+        if not (self.tol > 0 and self.energy_tol > 0 and self.max_iter >= 1):
+            raise InputError(f"need tol > 0, energy_tol > 0 and max_iter ≥ 1; got {self.tol}, {self.energy_tol}, "
+                             f"{self.max_iter}")
+        if not (math.isfinite(self.init_amplitude) and 0.0 <= self.init_amplitude <= 1.0):
+            raise InputError(f"init_amplitude must lie in [0, 1], got {self.init_amplitude!r}")
+        if self.stall_window < 2 or self.checkpoint_every < 1:
+            raise InputError(f"need stall_window ≥ 2 and checkpoint_every ≥ 1; got {self.stall_window}, "
+                             f"{self.checkpoint_every}")
+        Mixer(self.mixer, self.mixing_weight, self.mixing_history)  # validates the mixer options
+
+
+def _start(system, p: Params, opt: SCFOptions, warm_start: HFResult | None, ckpt: Path | None):
+    """Initial density, earlier history (from a checkpoint) and solve metadata."""
+    meta: dict = {}
+    if ckpt is not None and ckpt.exists():
+        prev = HFResult.load(ckpt, system=system)
+        if abs(prev.U - p.U) > 1e-12 or abs(prev.filling - p.filling) > 1e-12 or abs(prev.kT - p.kT) > 1e-15:
+            raise InputError(f"checkpoint {str(ckpt)!r} is for U={prev.U}, ν={prev.filling}, kT={prev.kT}, "
+                             f"not U={p.U}, ν={p.filling}, kT={p.kT}; remove it or choose another path")
+        return (Density(prev.occupations.copy(), prev.pair_density.copy()), list(prev.residual_history),
+                list(prev.energy_history), prev.iterations, prev.seconds, 0, meta)
+    if warm_start is not None:
+        system.check_compatible(warm_start, what="warm-start result")
+        d = Density(warm_start.occupations.copy(), warm_start.pair_density.copy())
+        d.n += (p.filling - warm_start.filling) / (2.0 * system.n_orb)
+        probed = 0
+        if opt.init != "paramagnetic" and warm_start.max_moment < 1e-3 and p.U > 0:
+            # non-magnetic start: seed the pattern only where the non-magnetic state is unstable
+            # (one diagonalisation), so sub-critical points converge in a few iterations
+            g = system.instability(p.U, p.filling, p.kT, opt.init, 1e-4, opt.seed)
+            meta["stability_growth"] = g
+            probed = 1
+            if g > 1.0 + 1e-6:
+                d.n = np.clip(d.n + system.seed_moment(opt.init, opt.init_amplitude, opt.seed), 0.0, 1.0)
+        return d, [], [], 0, 0.0, probed, meta
+    return system.initial_state(opt.init, p.filling, p.kT, opt.init_amplitude, opt.seed), [], [], 0, 0.0, 0, meta
+
+
+def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint: str | Path | None = None,
+            progress: Callable[[dict], None] | None = None, config: dict | None = None,
+            **options) -> HFResult:
+    r"""Self-consistent solve of ``system`` at the physics parameters ``p``.
+
+    Parameters
+    ----------
+    system : :class:`moireu.hf.HFSystem`
+    p : :class:`~moireu.hf.terms.Params` (U, ν, kT)
+    warm_start : start from this result's density matrix (same system). If it is (nearly)
+        non-magnetic and ``init`` is not paramagnetic, the ``init`` seed moment is added where the
+        non-magnetic state is unstable.
+    checkpoint : file written every ``checkpoint_every`` iterations; if it exists when the
+        solve starts, the solve resumes from it (it must come from this system and the same U, ν, kT)
+    progress : called after every iteration with a dict (iteration, residual, energy, dE, mu,
+        max_moment, seconds, restarts)
+    config : resolved run configuration stored in the result's metadata
+    **options : :class:`SCFOptions` fields
+
+    Returns
+    -------
+    HFResult (``converged`` tells whether both criteria were met)
+    """
+    unknown = set(options) - set(SCFOptions.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown solve option(s) {sorted(unknown)}; allowed: "
+                         f"{sorted(SCFOptions.__dataclass_fields__)}")
+    opt = SCFOptions(**options)
+    n_el = system.n_orb + p.filling
+    if not 0 <= n_el <= 2 * system.n_orb:
+        raise InputError(f"filling ν = {p.filling} does not fit in a cell of {system.n_orb} orbitals")
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    d, res_hist, e_hist, start_iter, prior_seconds, probed, meta = _start(system, p, opt, warm_start, ckpt)
+    opts = asdict(opt) | p.as_dict() | meta
+    mixer = AdaptiveMixer(opt.mixer, opt.mixing_weight, opt.mixing_history,
+                          anderson_start=opt.anderson_start if warm_start is None and start_iter == 0 else math.inf,
+                          stall_window=opt.stall_window)
+    t0 = time.perf_counter()
+    x = d.vector()
+    converged = False
+    E_last = mu = math.nan
+    homo = lumo = math.nan
+    it = start_iter
+    N = system.n_orb
+
+    def result(xv, conv, bands=None) -> HFResult:
+        dd = Density.from_vector(xv, N)
+        m = {"options": opts | {"restarts": mixer.restarts}, "system": system.describe()}
+        if config is not None:
+            m["config"] = config
+        return HFResult(occupations=dd.n, pair_density=dd.rho, band_energies=bands, fermi_level=float(mu),
+                        total_energy=float(E_last), converged=bool(conv), iterations=int(it),
+                        residual_history=np.asarray(res_hist, float), energy_history=np.asarray(e_hist, float),
+                        U=p.U, filling=p.filling, kT=p.kT, sublattice=system.sublattice.copy(),
+                        layer=system.layer.copy(), fingerprint=system.fingerprint,
+                        seconds=float(prior_seconds + time.perf_counter() - t0), meta=m,
+                        homo=float(homo), lumo=float(lumo))
+
+    for it in range(start_iter + 1, start_iter + opt.max_iter + 1):
+        pot = system.potential(Density.from_vector(x, N), p)
+        st = system.step(pot, n_el, p.kT)
+        E = system.energy(st, pot, p)
+        mu, homo, lumo = st.mu, st.homo, st.lumo
+        x_out = st.density.vector()
+        r = float(np.abs(x_out - x).max())
+        dE = abs(E - E_last) if math.isfinite(E_last) else math.inf
+        res_hist.append(r)
+        e_hist.append(E)
+        E_last = E
+        if progress is not None:
+            m = st.density.n[:, 0] - st.density.n[:, 1]
+            progress({"iteration": it, "residual": r, "energy": E, "dE": dE, "mu": mu,
+                      "max_moment": float(np.abs(m).max()), "seconds": time.perf_counter() - t0,
+                      "restarts": mixer.restarts})
+        if r < opt.tol and dE < opt.energy_tol:
+            m_c = st.density.n[:, 0] - st.density.n[:, 1]
+            if opt.init != "paramagnetic" and probed < 3 and p.U > 0 and float(np.abs(m_c).max()) < 1e-4:
+                # landed on the non-magnetic root: is it unstable against the seed pattern?
+                probed += 1
+                g = system.instability(p.U, p.filling, p.kT, opt.init, 1e-4, opt.seed)
+                opts["stability_growth"] = g
+                if g > 1.0 + 1e-6:
+                    amp = max(opt.init_amplitude, 0.5)
+                    dn = np.clip(st.density.n + system.seed_moment(opt.init, amp, opt.seed), 0.0, 1.0)
+                    x = Density(dn, st.density.rho).vector()
+                    mixer.reset(anderson_start=1e-3)
+                    E_last = math.nan
+                    continue
+            converged = True
+            x = x_out
+            break
+        x = mixer(x, x_out, r)
+        if ckpt is not None and (it - start_iter) % opt.checkpoint_every == 0:
+            result(x, False).save(ckpt)
+    # band energies on the mesh of the final density (eigenvalues only)
+    pot = system.potential(Density.from_vector(x, N), p)
+    bands = np.asarray(system.spectrum_from_potentials(pot, system.k_frac, vectors=False))
+    if math.isfinite(E_last):
+        fl = fermi_solve(bands, system.weights, n_el, p.kT)  # μ, HOMO, LUMO consistent with the bands
+        mu, homo, lumo = fl.mu, fl.homo, fl.lumo
+    res = result(x, converged, bands)
+    if ckpt is not None:
+        res.save(ckpt)
+    return res
