@@ -210,6 +210,9 @@ def write_store(ds: Any, out: Path) -> None:
 
     from moireu.provenance import atomic_path
 
+    for name in ("split", "point_split"):  # a dataset read with decoded split names is stored as codes
+        if name in ds.variables and ds[name].dtype.kind in "OUS":
+            ds = ds.assign({name: (ds[name].dims, sc.encode_split(ds[name].values), sc.var_attrs(name))})
     ny, nx = ds.sizes.get("ky", 1), ds.sizes.get("kx", 1)
     per = max(1, min(max(ds.sizes.get("sample", 1), 1), _MAX_CHUNK_BYTES // max(1, 4 * nx * ny)))
     blosc = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
