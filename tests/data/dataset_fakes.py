@@ -63,12 +63,13 @@ class FakeBackend:
         kx, ky = np.meshgrid(k, k)
         imgs, ox, oy = [], [], []
         for s in specs:
-            v = s.variation
-            img = (point.U + 10 * s.bias + m) * np.exp(-((kx - 0.3 * v.f1) ** 2 + (ky - 0.3 * v.f2) ** 2))
-            imgs.append(np.rot90(img, int(v.rotation_deg // 90)))
-            ox.append(10.0 * v.f1)
-            oy.append(10.0 * v.f2)
-        return Rendered(np.asarray(imgs, np.float32), k, k, np.asarray(ox), np.asarray(oy),
+            f1, f2 = (0.37 * s.variation.id) % 1.0, (0.61 * s.variation.id) % 1.0
+            img = (point.U + 10 * s.bias + m) * np.exp(-((kx - 0.3 * f1) ** 2 + (ky - 0.3 * f2) ** 2))
+            imgs.append(img)
+            ox.append(10.0 * f1)
+            oy.append(10.0 * f2)
+        return Rendered(np.asarray(imgs, np.float32), k, k,
+                        {"scan_origin_x": np.asarray(ox), "scan_origin_y": np.asarray(oy)},
                         {"kind": "fake", "n_pixels": N_PIX})
 
 

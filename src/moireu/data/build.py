@@ -523,6 +523,10 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
             points.add(p)
     new_keys = {(p.split, round(p.U, 6), p.filling) for p, _, _ in parts}
     cols = st.samples_from_parts(parts)
+    # per-point LDOS + cell geometry (store contract D)
+    point_ldos = [(st.point_key(p.split, p.U, p.filling), part["ldos"]) for p, _, part in parts if "ldos" in part]
+    bias_level, geometry = next(((part["ldos_bias"], part["geometry"]) for _, _, part in parts if "ldos" in part),
+                                (None, None))
     history: list[dict[str, Any]] = []
     if old is not None:
         keys = zip(old["split"].values.tolist(), old["U"].values.tolist(), old["filling"].values.tolist())
@@ -535,6 +539,9 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
                                or not np.allclose(old_ky, ky)):
             raise RuntimeError("new images are on another k grid than the existing store's")
         kx, ky = old_kx, old_ky
+        point_ldos = st.points_from_store(old, new_keys) + point_ldos
+        if bias_level is None and st.geometry_from_store(old) is not None:
+            bias_level, geometry = st.geometry_from_store(old)
         if transform is not None and transform != st.json_attr(old, "image_transform", transform):
             raise RuntimeError("new images were made with another image transform than the existing store's")
         transform = st.json_attr(old, "image_transform", transform)
@@ -561,6 +568,8 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
              "failures": json.dumps(failures), "history": json.dumps(history),
              "n_points": len({(s, u, f) for s, u, f in zip(cols["split"], cols["U"], cols["filling"])})}
     ds = st.dataset_from_columns(cols, kx, ky, attrs)
+    if bias_level is not None:
+        ds = st.attach_points(ds, point_ldos, bias_level, geometry)
     st.write_store(ds, out)
     return int(ds.sizes["sample"])
 

@@ -5,10 +5,20 @@ Variables (dimension ``sample`` unless noted)::
     image (sample, ky, kx) float32   FT-LDOS image, transformed as attrs["image_transform"] says
     kx, ky                float64    coordinates, Å⁻¹
     U, filling, bias      float64    label (eV), ν, bias offset from E_F (eV)
-    variation             int32      patch variation id; offset_x, offset_y (Å), rotation_deg
+    variation             int32      acquisition index v (the ML split groups by it)
+    scan_* , measured_twist_deg, align_quality   float64   the image's simulated acquisition
+                                     (:data:`SCAN_COLUMNS`, moireu.stm.measure / moireu.stm.align)
     split                 <U8        "grid" or "heldout"
     hf_converged (bool), hf_iterations (int32), hf_max_moment, hf_staggered_moment,
     hf_charge_spread, hf_total_energy, hf_gap (float64): the (U, ν) solution of the sample
+
+Per point (dimension ``point``) and geometry, so that new acquisitions can be rendered from a store
+without any HF solve (contract D)::
+
+    ldos (point, bias_level, atom) float64   per-atom LDOS (spin sum, states/eV/atom)
+    point_U, point_filling (point) float64; point_split (point) <U8; bias_level (bias_level) eV
+    atom_xyz (atom, xyz) Å; atom_layer, atom_sublattice (atom) int8; cell (vec, xy) Å
+    sample_point (sample) int32     index of the sample's point
 
 Attributes: ``config`` (resolved config JSON), ``moireu_version``, ``git_commit``,
 ``image_transform`` (JSON), ``created``, ``failures`` (JSON list of points without images),
@@ -31,7 +41,11 @@ import numpy as np
 from moireu.config import MoireuConfig, config_from_json
 from moireu.errors import InputError
 
-SAMPLE_VARS_FLOAT = ("U", "filling", "bias", "offset_x", "offset_y", "rotation_deg", "hf_max_moment",
+#: per-image acquisition columns (moireu.stm.measure.ScanParams.columns + alignment), float64
+SCAN_COLUMNS = ("scan_origin_x", "scan_origin_y", "scan_rotation_deg", "scan_pixel_size", "scan_tip_height",
+                "scan_scale_x", "scan_scale_y", "scan_heterostrain", "scan_twist_delta_deg", "scan_noise_white",
+                "measured_twist_deg", "align_quality")
+SAMPLE_VARS_FLOAT = ("U", "filling", "bias", *SCAN_COLUMNS, "hf_max_moment",
                      "hf_staggered_moment", "hf_charge_spread", "hf_total_energy", "hf_gap")
 #: record key of a solve → store variable
 HF_FIELDS = {"converged": "hf_converged", "iterations": "hf_iterations", "max_moment": "hf_max_moment",
@@ -94,7 +108,7 @@ def recover(path: Path) -> None:
 # configuration compatibility
 
 _IGNORED = {("preset",), ("train",), ("analysis",), ("dataset", "workers"), ("dataset", "retry"),
-            ("hf", "U"), ("hf", "filling"), ("stm", "biases"), ("stm", "map_pixels"), ("stm", "tip_height")}
+            ("hf", "U"), ("hf", "filling"), ("stm", "biases")}  # map_pixels, tip_height shape every image
 #: may differ between the builds of one store (``--append``): they only add points
 _APPENDABLE = {("dataset", "U_values"), ("dataset", "heldout"), ("dataset", "fillings")}
 
@@ -167,16 +181,18 @@ def check_existing(out: Path, cfg: MoireuConfig, append: bool) -> Any:
 def samples_from_parts(parts: list[tuple[Any, dict[str, Any], dict[str, Any]]]) -> dict[str, np.ndarray]:
     """Per-sample columns from ``(point, solve record, image part)`` triples."""
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "U", "filling", "bias", "variation",
-                                                         "offset_x", "offset_y", "rotation_deg", "split",
-                                                         *HF_FIELDS.values())}
+                                                         *SCAN_COLUMNS, "split", *HF_FIELDS.values())}
     for point, rec, part in parts:
         n = part["images"].shape[0]
         cols["image"].append(part["images"].astype(np.float32))
         cols["U"].append(np.full(n, point.U))
         cols["filling"].append(np.full(n, point.filling))
         cols["split"].append(np.full(n, point.split, dtype="<U8"))
-        for k in ("bias", "variation", "offset_x", "offset_y", "rotation_deg"):
+        for k in ("bias", "variation"):
             cols[k].append(np.asarray(part[k]))
+        params = part.get("params") or {}
+        for k in SCAN_COLUMNS:
+            cols[k].append(np.asarray(params.get(k, np.full(n, np.nan)), float))
         for rk, sk in HF_FIELDS.items():
             cols[sk].append(np.full(n, rec[rk]))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
@@ -205,9 +221,10 @@ def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.nda
     ds["ky"].attrs.update(units="1/Å", long_name="k_y")
     ds["U"].attrs.update(units="eV", long_name="on-site Hubbard U")
     ds["bias"].attrs.update(units="eV", long_name="bias relative to E_F")
-    for k in ("offset_x", "offset_y"):
+    for k in ("scan_origin_x", "scan_origin_y", "scan_pixel_size", "scan_tip_height"):
         ds[k].attrs.update(units="Å")
-    ds["rotation_deg"].attrs.update(units="deg")
+    for k in ("scan_rotation_deg", "scan_twist_delta_deg", "measured_twist_deg"):
+        ds[k].attrs.update(units="deg")
     ds["hf_gap"].attrs.update(units="eV", long_name="mean-field gap at E_F on the HF k-mesh")
     ds["hf_total_energy"].attrs.update(units="eV")
     return ds
@@ -231,8 +248,9 @@ def empty_columns() -> dict[str, np.ndarray]:
 def columns_from_store(ds: Any, keep: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample columns of the samples ``keep`` (bool mask) of an existing store (loaded)."""
     sub = ds.isel(sample=np.flatnonzero(keep)).load()
-    cols = {k: np.asarray(sub[k].values) for k in ("image", "U", "filling", "bias", "variation", "offset_x",
-                                                   "offset_y", "rotation_deg", "split", *HF_FIELDS.values())}
+    n = int(sub.sizes["sample"])
+    cols = {k: np.asarray(sub[k].values) if k in sub else np.full(n, np.nan)
+            for k in ("image", "U", "filling", "bias", "variation", *SCAN_COLUMNS, "split", *HF_FIELDS.values())}
     cols["split"] = cols["split"].astype("<U8")
     return cols
 
@@ -252,3 +270,60 @@ def concat_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
 def json_attr(ds: Any, name: str, default: Any = None) -> Any:
     v = ds.attrs.get(name)
     return default if v is None else json.loads(v)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-point LDOS and geometry (contract D)
+
+
+def point_key(split: str, U: float, filling: float) -> tuple[str, float, float]:
+    return (str(split), round(float(U), 6), float(filling))
+
+
+def points_from_store(ds: Any, drop: set[tuple[str, float, float]]) -> list[tuple[tuple[str, float, float], np.ndarray]]:
+    """``(point key, ldos (bias_level, atom))`` of an existing store's points not in ``drop``."""
+    if "ldos" not in ds:
+        return []
+    keys = [point_key(s, u, f) for s, u, f in zip(ds["point_split"].values.tolist(), ds["point_U"].values.tolist(),
+                                                   ds["point_filling"].values.tolist())]
+    L = np.asarray(ds["ldos"].values)
+    return [(k, L[i]) for i, k in enumerate(keys) if k not in drop]
+
+
+def attach_points(ds: Any, points: list[tuple[tuple[str, float, float], np.ndarray]], bias_level: np.ndarray,
+                  geometry: dict[str, np.ndarray]) -> Any:
+    """Add ``ldos (point, bias_level, atom)``, the point coordinates, the cell geometry and ``sample_point``."""
+    if not points or not geometry:
+        return ds
+    points = sorted(points, key=lambda t: (SPLIT_ORDER[t[0][0]], t[0][1], t[0][2]))
+    index = {k: i for i, (k, _) in enumerate(points)}
+    sample_keys = [point_key(s, u, f) for s, u, f in zip(np.asarray(ds["split"].values).tolist(),
+                                                          ds["U"].values.tolist(), ds["filling"].values.tolist())]
+    sp = np.array([index.get(k, -1) for k in sample_keys], np.int32)
+    pos = np.asarray(geometry["positions"], float)
+    if pos.shape[1] == 2:
+        pos = np.column_stack([pos, np.zeros(len(pos))])
+    ds = ds.assign(
+        ldos=(("point", "bias_level", "atom"), np.stack([L for _, L in points]).astype(np.float64),
+              {"units": "states/eV/atom", "long_name": "per-atom LDOS (spin sum)"}),
+        point_U=("point", np.array([k[1] for k, _ in points]), {"units": "eV"}),
+        point_filling=("point", np.array([k[2] for k, _ in points])),
+        point_split=("point", np.array([k[0] for k, _ in points], dtype=object)),
+        bias_level=("bias_level", np.asarray(bias_level, float), {"units": "eV", "long_name": "bias relative to E_F"}),
+        atom_xyz=(("atom", "xyz"), pos, {"units": "Å"}),
+        atom_layer=("atom", np.asarray(geometry["layer"], np.int8)),
+        atom_sublattice=("atom", np.asarray(geometry["sublattice"], np.int8)),
+        cell=(("vec", "xy"), np.asarray(geometry["cell"], float), {"units": "Å", "long_name": "moiré vectors t1, t2"}),
+        sample_point=("sample", sp, {"long_name": "index of the sample's point (-1: none)"}),
+    )
+    return ds
+
+
+def geometry_from_store(ds: Any) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """``(bias_level, geometry)`` of a store written with per-point LDOS (None otherwise)."""
+    if "ldos" not in ds:
+        return None
+    return np.asarray(ds["bias_level"].values), {"positions": np.asarray(ds["atom_xyz"].values),
+                                                 "cell": np.asarray(ds["cell"].values),
+                                                 "layer": np.asarray(ds["atom_layer"].values),
+                                                 "sublattice": np.asarray(ds["atom_sublattice"].values)}

@@ -5,7 +5,8 @@ Layout (a hidden sibling of the store, ``.<store name>.work/``)::
     manifest.json            config (JSON) and fingerprint of the build that owns this folder
     solves/<key>.json        solve record of a point: summary, attempts — its presence = solve done
     solves/<key>.hf          the HF result (whatever ``HFResult.save`` writes), for warm starts/images
-    images/<key>.npz         every image of the point + patch parameters — its presence = images done
+    images/<key>.npz         every image of the point, its scan columns, the per-atom LDOS and the cell
+                             — its presence = images done
     failed/<key>.json        last failure of a point (not a commit: a rerun tries it again)
 
 Every file is written to a temporary name in the same folder and renamed (atomic on POSIX), and a
@@ -95,13 +96,22 @@ class WorkDir:
         if not np.all(np.isfinite(imgs)):
             raise ValueError(f"backend returned non-finite image values for {p.key}")
         buf = io.BytesIO()
+        extra: dict[str, np.ndarray] = {}
+        for k, v in (getattr(rendered, "params", None) or {}).items():  # per-image scan columns
+            v = np.asarray(v, float)
+            if v.shape != (len(specs),):
+                raise ValueError(f"backend returned {k} of shape {v.shape} for {len(specs)} specs")
+            extra[f"param__{k}"] = v
+        if getattr(rendered, "ldos", None) is not None:  # per-atom LDOS of the point (store contract D)
+            extra["ldos"] = np.asarray(rendered.ldos, float)
+            extra["ldos_bias"] = np.asarray(rendered.biases, float)
+        for k, v in (getattr(rendered, "geometry", None) or {}).items():
+            extra[f"geom__{k}"] = np.asarray(v)
         np.savez(buf, images=imgs, kx=np.asarray(rendered.kx, float), ky=np.asarray(rendered.ky, float),
                  bias=np.array([s.bias for s in specs], float),
                  variation=np.array([s.variation.id for s in specs], np.int32),
-                 rotation_deg=np.array([s.variation.rotation_deg for s in specs], float),
-                 offset_x=np.asarray(rendered.offset_x, float), offset_y=np.asarray(rendered.offset_y, float),
                  transform=np.array(json.dumps(rendered.transform, sort_keys=True)),
-                 rendering=np.array(json.dumps(getattr(rendered, "info", {}) or {}, sort_keys=True)))
+                 rendering=np.array(json.dumps(getattr(rendered, "info", {}) or {}, sort_keys=True)), **extra)
         write_bytes_atomic(self.images_path(p), buf.getvalue())
         self.failed_path(p, "render").unlink(missing_ok=True)
 
@@ -110,6 +120,8 @@ class WorkDir:
             out = {k: z[k] for k in z.files}
         out["transform"] = json.loads(str(out["transform"]))
         out["rendering"] = json.loads(str(out["rendering"])) if "rendering" in out else {}
+        out["params"] = {k[len("param__"):]: out.pop(k) for k in list(out) if k.startswith("param__")}
+        out["geometry"] = {k[len("geom__"):]: out.pop(k) for k in list(out) if k.startswith("geom__")}
         return out
 
     # failures ----------------------------------------------------------------------------------
