@@ -109,10 +109,9 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
     if kind == "auto" and path.suffix.lower() == ".npy" and pixel_size is None:
         sidecar = [path.with_suffix(path.suffix + ".json"), path.with_suffix(".json")]
         if not any(p.exists() for p in sidecar):
-            try:
-                arr_shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-            except Exception as exc:
-                raise InputError(f"{str(path)!r} is not a readable .npy array ({type(exc).__name__}: {exc})") from None
+            from moireu.io import load_npy
+
+            arr_shape = load_npy(path, mmap_mode="r").shape
             if tuple(arr_shape) == shape:
                 kind = "ftldos"
     if kind == "ftldos":
