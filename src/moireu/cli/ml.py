@@ -235,7 +235,35 @@ def predict_cmd(
         raise typer.Exit(3)
 
 
+def robustness_cmd(
+    runs: List[Path] = typer.Argument(..., help="run directories of moireu train"),
+    data: Path = typer.Option(..., "--data", "-d", help="dataset store with per-atom LDOS (its held-out points)"),
+    corruption: Optional[List[str]] = typer.Option(None, "--corruption", "-c",
+                                                   help="named corruption (repeatable; default: all)"),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="acquisitions per held-out point and bias level"),
+    seed: int = typer.Option(0, "--seed", help="seed of the acquisitions"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write robustness.json + robustness.md here"),
+    json_: bool = JsonOpt,
+) -> None:
+    """MAE, coverage and in-distribution fraction of each run on fresh acquisitions of the held-out
+    points under each named measurement corruption (rendered from the store's per-atom LDOS)."""
+    from moireu.analysis.robustness import format_rows, robustness_table
+    from moireu.provenance import write_json_atomic, write_text_atomic
+
+    rows = robustness_table(list(runs), data, corruption or None, repeats=repeats, seed=seed)
+    table = format_rows(rows)
+    info(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "robustness.json", json_safe({"store": str(data.resolve()), "seed": seed,
+                                                               "repeats": repeats, "rows": rows}))
+        write_text_atomic(out / "robustness.md", table + "\n")
+    if json_:
+        emit_json(json_safe({"rows": rows}))
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
+    app.command("robustness")(robustness_cmd)
