@@ -48,14 +48,14 @@ class Acquisitions:
 
 def _store_inputs(ds) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any, Any]:
     """(geometry, ldos (point, bias, atom), point U, held-out point indices, MeasurementSpec, transform)."""
-    from moireu.config import config_from_json
-    from moireu.stm.measure import CellGeometry, MeasurementSpec
-
     need = ["ldos", "point_U", "point_split", "atom_xyz", "atom_layer", "atom_sublattice", "cell"]
     missing = [v for v in need if v not in ds.variables]
     if missing:
         raise InputError(f"the store lacks {missing}: it was built before per-atom LDOS was stored (contract D); "
                          "rebuild it with the current `moireu dataset build`")
+    from moireu.config import config_from_json
+    from moireu.stm.measure import CellGeometry, MeasurementSpec
+
     cfg_txt = ds.attrs.get("config")
     if not cfg_txt:
         raise InputError("the store has no `config` attribute; its measurement spec is unknown")
@@ -93,10 +93,10 @@ def render_heldout(ds, corruption: str, repeats: int = 1, seed: int = 0,
     points : iterable of int, optional
         Point indices to render (default: every held-out point).
     """
+    geom, ldos, point_U, held, spec, transform = _store_inputs(ds)
     from moireu.stm.align import map_to_image
     from moireu.stm.measure import corrupted_spec, draw_scan, simulate_map
 
-    geom, ldos, point_U, held, spec, transform = _store_inputs(ds)
     spec = corrupted_spec(spec, corruption)
     pts = held if points is None else np.asarray(list(points), int)
     imgs, U, ok, tw = [], [], [], []
