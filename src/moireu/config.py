@@ -199,8 +199,12 @@ class TrainConfig(_Section):
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = False
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
-    val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    split: Literal["variation", "paper"] = Field("variation", description="variation: train/val/cal/test by "
+                                                 "variation group (leak-free); paper: random 60/20/20, seed 42")
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for early stopping")
+    cal_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the conformal "
+                                "interval and the out-of-distribution threshold")
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     coverage: float = Field(0.9, gt=0.0, lt=1.0)
     loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
