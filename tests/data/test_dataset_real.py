@@ -82,9 +82,31 @@ def test_build_kill_resume_reopen(tmp_path):
     assert np.all(ds["hf_max_moment"].values[u0] < 1e-6)  # no moment without interaction
     held = ds["U"].values[ds["split"].values == "heldout"]
     assert len(np.unique(held)) == 4 and np.all((held > 0) & (held < 5))
-    # same U, same bias → variations are different patches of the same solution
+    # same U, same bias → variations are different acquisitions of the same solution
     a, b = ds["image"].values[u0]
     assert not np.array_equal(a, b)
+    assert len(np.unique(ds["scan_rotation_deg"].values)) == 12  # a fresh scan per image
+    # alignment measured the trained twist on every image (i = 1: 21.79°)
+    np.testing.assert_allclose(ds["measured_twist_deg"].values, 21.787, atol=0.1)
+    assert np.all(ds["align_quality"].values > 0.5)
+    # per-point LDOS + geometry (contract D): the stored LDOS re-renders an image without HF
+    assert ds["ldos"].dims == ("point", "bias_level", "atom") and ds["ldos"].shape == (6, 1, 28)
+    assert ds["atom_xyz"].shape == (28, 3) and ds["cell"].shape == (2, 2)
+    sp = ds["sample_point"].values
+    np.testing.assert_array_equal(ds["point_U"].values[sp], ds["U"].values)
+    from moireu.data.plan import SolvePoint, point_hash
+    from moireu.stm.align import map_to_image
+    from moireu.stm.measure import MeasurementSpec, draw_scan, scan_rng, simulate_map
+
+    geom = {"positions": ds["atom_xyz"].values, "cell": ds["cell"].values, "layer": ds["atom_layer"].values,
+            "sublattice": ds["atom_sublattice"].values}
+    spec = MeasurementSpec.from_config(cfg.stm, ds["cell"].values)
+    for j in (0, 7):  # the seed contract: the stored acquisition is re-drawn and re-rendered exactly
+        pt = SolvePoint(str(ds["split"].values[j]), float(ds["U"].values[j]), float(ds["filling"].values[j]))
+        scan = draw_scan(scan_rng(cfg.seed, point_hash(pt), 0, int(ds["variation"].values[j])), spec)
+        assert scan.rotation_deg == ds["scan_rotation_deg"].values[j]
+        img, _ = map_to_image(simulate_map(geom, ds["ldos"].values[sp[j], 0], scan), t)
+        np.testing.assert_allclose(img.values, ds["image"].values[j], atol=1e-4)
     # info and export
     r = invoke("dataset", "info", str(out), "--json")
     assert r.exit_code == 0, r.output
