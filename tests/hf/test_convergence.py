@@ -104,5 +104,6 @@ def test_single_precision_early_iterations_reach_the_same_state():
     a = s.solve(U=6.0, init="afm", single_precision_until=1e-3)
     b = s.solve(U=6.0, init="afm", single_precision_until=0.0)
     assert a.converged and b.converged and a.max_moment > 0.05
-    np.testing.assert_allclose(a.occupations, b.occupations, atol=2e-6)
-    assert a.total_energy == pytest.approx(b.total_energy, abs=1e-6)
+    # a residual of 1e-6 on a soft (near-critical) moment mode leaves ~1e-5 in the moments
+    np.testing.assert_allclose(a.occupations, b.occupations, atol=1e-4)
+    assert a.total_energy == pytest.approx(b.total_energy, abs=1e-8)

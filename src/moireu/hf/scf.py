@@ -52,6 +52,15 @@ class SCFOptions:
     energy_tol : and on |E_m − E_{m−1}| (eV per moiré cell)
     max_iter : iteration limit; reaching it returns a result with ``converged = False``
     checkpoint_every : iterations between checkpoint writes
+    anneal_kT : occupation temperature (eV) a *cold* solve from a moment seed starts from (0 or
+        ≤ kT: none); it is
+        halved whenever the residual at the current temperature drops below ``anneal_tol`` (or
+        after ``stall_window`` iterations at it) until it reaches the physical kT, and raised back
+        to it when the residual stagnates at kT. A flat band at E_F puts dozens of levels within a
+        few kT of μ whose occupations feed back through U with a gain ≫ 1; at a larger smearing
+        that map is smooth and the quasi-Newton mixer walks into the basin, which the smaller
+        temperatures then keep (the reference ρ⁰ and every result use the physical kT).
+    anneal_tol : residual that ends an annealing stage
     single_precision_until : eigensolves run in single precision (≈ 3× faster) while the residual
         of the previous iteration exceeds this; the first and the last iterations, and every
         convergence decision, are in double precision (0 disables)
@@ -70,6 +79,8 @@ class SCFOptions:
     max_iter: int = 300
     checkpoint_every: int = 5
     single_precision_until: float = 1e-3
+    anneal_kT: float = 0.004
+    anneal_tol: float = 3e-4
 
     def __post_init__(self) -> None:
         from moireu.hf.system import INITS
@@ -81,6 +92,8 @@ class SCFOptions:
                              f"{self.max_iter}")
         if not (math.isfinite(self.init_amplitude) and 0.0 <= self.init_amplitude <= 1.0):
             raise InputError(f"init_amplitude must lie in [0, 1], got {self.init_amplitude!r}")
+        if not (math.isfinite(self.anneal_kT) and self.anneal_kT >= 0 and self.anneal_tol > 0):
+            raise InputError(f"need anneal_kT ≥ 0 and anneal_tol > 0; got {self.anneal_kT!r}, {self.anneal_tol!r}")
         if not (math.isfinite(self.single_precision_until) and self.single_precision_until >= 0):
             raise InputError(f"single_precision_until must be ≥ 0, got {self.single_precision_until!r}")
         if self.stall_window < 2 or self.checkpoint_every < 1:
@@ -200,10 +213,14 @@ def run_scf(system, p: Params, *, warm_start: HFResult | Sequence[HFResult] | No
                         homo=float(homo), lumo=float(lumo))
 
     r_prev = 0.0  # the first iteration in double precision: it measures how far the start is
+    cold = warm_start is None and start_iter == 0 and opt.init != "paramagnetic"
+    kT_occ = max(p.kT, opt.anneal_kT) if cold else p.kT  # occupation temperature (annealed down to kT)
+    stage_it = 0
     for it in range(start_iter + 1, start_iter + opt.max_iter + 1):
         pot = system.potential(Density.from_vector(x, N), p)
         single = r_prev > opt.single_precision_until > 0
-        st = system.step(pot, n_el, p.kT, single=single)
+        st = system.step(pot, n_el, kT_occ, single=single)
+        stage_it += 1
         E = system.energy(st, pot, p)
         mu, homo, lumo = st.mu, st.homo, st.lumo
         x_out = st.density.vector()
@@ -217,7 +234,15 @@ def run_scf(system, p: Params, *, warm_start: HFResult | Sequence[HFResult] | No
             m = st.density.n[:, 0] - st.density.n[:, 1]
             progress({"iteration": it, "residual": r, "energy": E, "dE": dE, "mu": mu,
                       "max_moment": float(np.abs(m).max()), "seconds": time.perf_counter() - t0,
-                      "restarts": mixer.restarts})
+                      "restarts": mixer.restarts, "kT_occ": kT_occ})
+        if kT_occ > p.kT and (r < opt.anneal_tol or stage_it > opt.stall_window):
+            # next annealing stage: a new map, so a new quasi-Newton history from the output
+            kT_occ = max(p.kT, 0.5 * kT_occ) if kT_occ > 1.5 * p.kT else p.kT
+            stage_it = 0
+            x = mixer(x, x_out, r)
+            mixer.reset(anderson_start=math.inf)
+            E_last = math.nan
+            continue
         if r < opt.tol and dE < opt.energy_tol and not single:
             m_c = st.density.n[:, 0] - st.density.n[:, 1]
             if opt.init != "paramagnetic" and probed < 3 and p.U > 0 and float(np.abs(m_c).max()) < 1e-4:
@@ -235,7 +260,12 @@ def run_scf(system, p: Params, *, warm_start: HFResult | Sequence[HFResult] | No
             converged = True
             x = x_out
             break
+        restarts = mixer.restarts
         x = mixer(x, x_out, r)
+        if mixer.restarts > restarts and opt.anneal_kT > 1.5 * p.kT and kT_occ == p.kT:
+            # stagnation at the physical temperature: anneal again from the best iterate
+            kT_occ, stage_it = max(p.kT, 0.5 * opt.anneal_kT), 0
+            mixer.reset(anderson_start=math.inf)
         if ckpt is not None and (it - start_iter) % opt.checkpoint_every == 0:
             result(x, False).save(ckpt)
     # band energies on the mesh of the final density (eigenvalues only)
