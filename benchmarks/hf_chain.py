@@ -8,7 +8,8 @@ FT-LDOS crops of 256 × 256 px (``moireu.stm.ftldos``). One worker, one process 
 
 Unit: the **eigensolve floor** — one full ``scipy.linalg.eigh(H, driver="evr")`` (values and
 vectors) of the 1084 × 1084 complex Bloch Hamiltonian, timed in the same process before and after
-the chain (median of 6), so machine load cancels to first order in the ratio.
+the chain (median of 6), so machine load cancels to first order in the ratio; the two versions
+run side by side, one process each, under the same load.
 
 "before" is the code at the branch point of the HF rebuild (``--before-src``, e.g. a ``git archive``
 of that commit), "after" this checkout. Both build the same Hamiltonian: the before process is given
@@ -31,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 
-def worker(src: str, start: str, U: list[float], crops: int, out: str) -> None:
+def worker(src: str, start: str, U: list[float], crops: int, out: str, overrides: list[str]) -> None:
     sys.path.insert(0, src)
     import moireu.constants as C
 
@@ -44,7 +45,7 @@ def worker(src: str, start: str, U: list[float], crops: int, out: str) -> None:
     from moireu.hf.driver import solve_kwargs, sweep_U, system_from_config
     from moireu.stm import ImageTransform, ftldos, ldos_at, patch_points
 
-    cfg = load_config("paper", None, [])
+    cfg = load_config("paper", None, overrides)
     system = system_from_config(cfg)
     H = system.model.hk(system.k_frac[1])
 
@@ -58,20 +59,13 @@ def worker(src: str, start: str, U: list[float], crops: int, out: str) -> None:
 
     floors = floor(3)
     first = HFResult.load(start, system=system)
-    rows: list[dict] = []
-    t_solve = [time.perf_counter()]
-
-    def on_point(u: float, res) -> None:
-        t_solve.append(time.perf_counter())
-
-    kw = solve_kwargs(cfg)
-    kw.pop("config")
-    t0 = time.perf_counter()
-    results = sweep_U(system, U, kw, on_point=on_point, start=first)
     st = cfg.stm
     cell = np.asarray(system.model.cell, float)
     transform = ImageTransform.from_config(st, moire_period=float(np.linalg.norm(cell[0])))
-    for q, res in enumerate(results):
+    rows: list[dict] = []
+    clock = [time.perf_counter()]
+
+    def render(res) -> tuple[float, float]:
         t = time.perf_counter()
         ldos = np.asarray(ldos_at(system, res, biases=[0.0], eta=st.eta, kind=st.broadening, kmesh=st.kmesh,
                                   allow_unconverged=True))
@@ -82,10 +76,22 @@ def worker(src: str, start: str, U: list[float], crops: int, out: str) -> None:
             xy, w = patch_points(system.model.positions[:, :2], cell, ldos[0], cells=st.patch_cells,
                                  offset=(float(off[0]), float(off[1])))
             ftldos(xy, w, transform=transform)
-        t_img = time.perf_counter() - t
+        return t_ldos, time.perf_counter() - t
+
+    def on_point(u: float, res) -> None:
+        solve_s = time.perf_counter() - clock[0]
+        t_ldos, t_img = render(res)
         rows.append({"U": res.U, "converged": bool(res.converged), "iterations": int(res.iterations),
-                     "solve_s": t_solve[q + 1] - t_solve[q], "ldos_s": t_ldos, "images_s": t_img,
+                     "solve_s": solve_s, "ldos_s": t_ldos, "images_s": t_img,
                      "max_moment": res.max_moment, "fermi_level": res.fermi_level})
+        # partial results after every point (a long run can be read before it ends)
+        Path(out).with_suffix(".partial.json").write_text(json.dumps({"src": src, "floors": floors, "points": rows}))
+        clock[0] = time.perf_counter()
+
+    kw = solve_kwargs(cfg)
+    kw.pop("config")
+    t0 = clock[0] = time.perf_counter()
+    sweep_U(system, U, kw, on_point=on_point, start=first)
     total = time.perf_counter() - t0
     floors += floor(3)
     doc = {"src": src, "floor_s": float(np.median(floors)), "floors": floors, "total_s": total, "points": rows}
@@ -98,19 +104,28 @@ def main() -> None:
     ap.add_argument("--before-src", default=None, help="src/ of the code before the rebuild (omit: after only)")
     ap.add_argument("--U", default="3.0,3.5,4.0")
     ap.add_argument("--crops", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], help="config override of the paper preset (smoke tests)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     U = [float(x) for x in a.U.split(",")]
     if a.worker:
-        worker(a.worker, a.start, U, a.crops, a.out)
+        worker(a.worker, a.start, U, a.crops, a.out, a.set)
         return
     versions = ([("before", a.before_src)] if a.before_src else []) + [("after", str(HERE / "src"))]
-    docs = {}
+    # the versions run side by side (one process each), so both see the same machine load; each
+    # measures its own eigensolve floor throughout its run
+    procs = {}
     for name, src in versions:
         out = Path(f"/tmp/hf_chain_{name}.json")
-        subprocess.run([sys.executable, __file__, "--worker", src, "--start", a.start, "--U", a.U,
-                        "--crops", str(a.crops), "--out", str(out)], check=True)
+        out.unlink(missing_ok=True)
+        procs[name] = (subprocess.Popen([sys.executable, __file__, "--worker", src, "--start", a.start, "--U", a.U,
+                                         "--crops", str(a.crops), "--out", str(out)]
+                                        + [x for o in a.set for x in ("--set", o)]), out)
+    docs = {}
+    for name, (proc, out) in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"the {name} worker failed (exit {proc.returncode})")
         docs[name] = json.loads(out.read_text())
     print(f"{'version':>7} {'U':>4} {'conv':>5} {'iter':>5} {'solve s':>8} {'ldos s':>7} {'img s':>6} "
           f"{'units':>7}")
