@@ -136,3 +136,17 @@ def test_legacy_transform_and_refusals(tbg2, tbg2_transform, rng):
         user_map_image(m.values, t)
     # round trip of the new fields through JSON
     assert ImageTransform.from_dict(t.to_json()) == t
+
+
+def test_atom_table_goes_through_the_same_map_path(tmp_path, tbg2, tbg2_transform):
+    """A per-atom LDOS table is rendered as a map first, then aligned like any map."""
+    from moireu.stm.patch import build_patch
+
+    g, ldos = tbg2
+    p = build_patch(g.positions, g.cell, ldos, cells=5, rotation_deg=23.0)
+    f = tmp_path / "atoms.csv"
+    f.write_text("x,y,ldos\n" + "\n".join(f"{float(x)!r},{float(y)!r},{float(v)!r}" for (x, y), v in zip(p.xy, p.values)))
+    img, info = user_map_image(f, tbg2_transform, table_pixel_size=0.3)
+    assert info.in_range and abs(info.twist_deg - 13.1736) < 0.05
+    assert abs(info.angle_deg - ((23.0 + 30) % 60 - 30)) < 0.1  # the patch, not a frame, is rotated by +23°
+    assert img.shape == (48, 48) and img.attrs["map_rendered_from"] == "atom table"

@@ -326,6 +326,7 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
     v = m.values.ravel()
     meta = {"source": m.source, "fov_x": m.field_of_view[0], "fov_y": m.field_of_view[1],
             "pixel_size_x": m.pixel_size[0], "pixel_size_y": m.pixel_size[1]}
+    meta |= {f"map_{k}": v for k, v in m.meta.items() if k != "source"}  # reader / sidecar / scan metadata
     if t.align:
         sp = _Spectrum(m)
         info = measure_lattice(m, t, sp)
