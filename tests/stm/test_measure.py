@@ -134,3 +134,15 @@ def test_bad_input(tbg2):
         ScanParams(pixel_size=0.0)
     with pytest.raises(InputError, match="integer ≥ 8"):
         ScanParams(pixels=4)
+
+
+def test_acquire_is_simulate_then_align(tbg2, tbg2_transform):
+    from moireu.stm.align import map_to_image
+    from moireu.stm.measure import acquire
+
+    g, ldos = tbg2
+    scan = ScanParams(pixels=128, pixel_size=0.3, rotation_deg=12.0, noise_white=0.05, noise_seed=1)
+    img, cols = acquire(g, ldos, scan, tbg2_transform)
+    ref, info = map_to_image(simulate_map(g, ldos, scan), tbg2_transform)
+    np.testing.assert_array_equal(img, ref.values)
+    assert cols["scan_rotation_deg"] == 12.0 and cols["measured_twist_deg"] == info.twist_deg

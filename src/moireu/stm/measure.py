@@ -524,6 +524,20 @@ def render_points(table: AtomTable, pixel_size: float, tip_height: float = 3.0,
                                                                        "tip_height": tip_height})
 
 
+def acquire(geom: Any, ldos: np.ndarray, scan: ScanParams, transform: Any) -> tuple[np.ndarray, dict[str, float]]:
+    """One training-style image: :func:`simulate_map` then :func:`moireu.stm.align.map_to_image`.
+
+    Returns the float32 image (ky, kx) and its store columns (``scan.columns()`` + ``measured_twist_deg``,
+    ``align_quality``). This is what the dataset renders per image; with a store's ``ldos`` and geometry
+    (contract D) and a :func:`corrupted_spec` it renders the robustness table's images without HF.
+    """
+    from moireu.stm.align import map_to_image
+
+    img, info = map_to_image(simulate_map(geom, ldos, scan), transform)
+    return np.asarray(img.values, np.float32), scan.columns() | {"measured_twist_deg": float(info.twist_deg),
+                                                                 "align_quality": float(info.quality)}
+
+
 # ------------------------------------------------------------------------------------------------
 # corruptions (robustness table)
 
