@@ -413,8 +413,9 @@ def splat(u_atoms: np.ndarray, w: np.ndarray, n: int, p: float, metric: np.ndarr
     :data:`SPOT_CUTOFF` on each side, so nothing wraps into the frame): the atoms' Fourier
     coefficients :math:`\\hat\\rho_m = \\sum_a w_a e^{-2\\pi i\\,\\mathbf m\\cdot\\mathbf x_a/L_b}` by a
     finufft type-1 transform, times the DFT of the spot sampled on the box grid, inverse FFT. This
-    is exact up to the spot's spectrum beyond the pixel Nyquist frequency (< 1e-5 of its peak for
-    p ≤ 0.5 Å and h ≥ 2 Å) and costs O(M + n² log n) instead of O(M K²).
+    is exact up to the spot's spectrum beyond the pixel Nyquist frequency π/p (5·10⁻⁴ of its k = 0
+    value at p = 0.5 Å, h = 2.8 Å; 7·10⁻³ at h = 1.8 Å; the direct sum agrees to 2.5·10⁻⁴ of the map
+    maximum at p = 0.45 Å, h = 3 Å) and costs O(M + n² log n) instead of O(M K²).
     """
     import finufft
 
