@@ -123,3 +123,18 @@ def test_predict_refuses_bad_maps(run_dir, tmp_path):
     assert isinstance(r.exception, InputError)
     r = invoke("predict", tmp_path / "no_run", tmp_path / "nan.npy")
     assert isinstance(r.exception, InputError) and "does not exist" in str(r.exception)
+
+
+def test_models_command_lists_the_registry():
+    r = invoke("models", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["cnn_paper"]["parameters"] == 320_609 and rows["cnn_paper"]["recipe"] == "paper"
+    assert rows["cnn_mild"]["train"] == {"augment": "mild"}
+    t = invoke("models")
+    assert t.exit_code == 0 and "320,609" in t.output and "resnet18_paper" in t.output
+
+
+def test_paper_images_command_refuses_a_store_without_ldos(store, tmp_path):
+    r = invoke("dataset", "paper-images", store, "--out", tmp_path / "p.zarr")
+    assert r.exit_code != 0 and isinstance(r.exception, InputError) and "contract D" in str(r.exception)

@@ -24,21 +24,22 @@ from moireu.cli.common import ConfigOpt, ForceOpt, PresetOpt, SetOpt, info, reso
 
 
 def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict], stdout_to: Path | None = None,
-           inputs: tuple[Path, ...] = ()) -> None:
+           inputs: tuple[Path, ...] = (), tag: str = "demo") -> None:
     """Run one stage unless its marker exists; progress goes to stderr; stop the demo on failure.
 
     ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
     ``inputs``: files the stage reads; the stage reruns when one is missing from an earlier run or
     newer than the marker (e.g. the analysis after a second model was trained).
+    ``tag``: the pipeline command (``demo``, ``paper``) named in the messages.
     """
     stale = marker.exists() and any(not p.exists() or p.stat().st_mtime > marker.stat().st_mtime for p in inputs)
     if stale:
-        info(f"[demo] {name}: inputs changed since {marker.name}, rerunning")
+        info(f"[{tag}] {name}: inputs changed since {marker.name}, rerunning")
     if marker.exists() and not force and not stale:
-        info(f"[demo] {name}: done already ({marker}), skipping")
+        info(f"[{tag}] {name}: done already ({marker}), skipping")
         log.append({"stage": name, "seconds": 0.0, "skipped": True})
         return
-    info(f"[demo] {name}: {' '.join(cmd[2:])}")
+    info(f"[{tag}] {name}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.PIPE if stdout_to else subprocess.DEVNULL, text=True)
     if stdout_to is not None and r.returncode == 0:
@@ -48,9 +49,9 @@ def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict]
     dt = time.perf_counter() - t0
     log.append({"stage": name, "seconds": round(dt, 1), "skipped": False, "rc": r.returncode})
     if r.returncode != 0:
-        info(f"[demo] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu demo` to resume")
+        info(f"[{tag}] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu {tag}` to resume")
         raise typer.Exit(r.returncode)
-    info(f"[demo] {name}: {dt:.0f} s")
+    info(f"[{tag}] {name}: {dt:.0f} s")
 
 
 def _has_point_ldos(data: Path) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -107,7 +108,9 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
         raise InputError(f"dataset store {str(src)!r} does not exist")
     if workers < 1:
         raise InputError(f"workers must be ≥ 1, got {workers}")
-    ds = xr.open_zarr(src, consolidated=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # stores are written without consolidated metadata
+        ds = xr.open_zarr(src, consolidated=None)
     geo = sample_geometry(ds)
     cfg = json.loads(ds.attrs.get("config", "{}")) if isinstance(ds.attrs.get("config"), str) else {}
     if transform is None:

@@ -154,8 +154,7 @@ class PhysicsBackend:
         from moireu.data.plan import dataset_seed, point_hash
         from moireu.hf import HFResult
         from moireu.stm import ImageTransform, ldos_at
-        from moireu.stm.align import map_to_image
-        from moireu.stm.measure import CellGeometry, MeasurementSpec, draw_scan, scan_rng, simulate_map
+        from moireu.stm.measure import CellGeometry, MeasurementSpec, acquire, draw_scan, scan_rng
 
         system = self.system(cfg)
         model = system.model
@@ -174,17 +173,14 @@ class PhysicsBackend:
         cfg_biases = np.asarray(cfg.dataset.biases, float)
         imgs: list[np.ndarray] = []
         params: dict[str, list[float]] = {}
-        kx = ky = None
         for s in specs:
             bias_index = int(np.argmin(np.abs(cfg_biases - s.bias)))
             scan = draw_scan(scan_rng(seed, ph, bias_index, s.variation.id), spec)
-            img, info = map_to_image(simulate_map(geom, ldos[row[s.bias]], scan), transform)
-            imgs.append(np.asarray(img.values, np.float32))
-            cols = scan.columns() | {"measured_twist_deg": info.twist_deg, "align_quality": info.quality}
+            img, cols = acquire(geom, ldos[row[s.bias]], scan, transform)
+            imgs.append(img)
             for k, v in cols.items():
                 params.setdefault(k, []).append(float(v))
-            if kx is None:
-                kx, ky = np.asarray(img["kx"].values, float), np.asarray(img["ky"].values, float)
+        kx, ky = transform.window.axes(transform.n_pixels)
         info_d = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
                   "bias_reference": "E_F of each HF solution",
                   "measurement": st.measurement.model_dump(mode="json") | {"map_pixels": st.map_pixels,

@@ -9,12 +9,12 @@ from moireu.stm.ftldos import (FTWindow, ImageTransform, amplitude_to_image, ft_
                                ftldos)
 from moireu.stm.ldos import (broadening, check_energies_in_spectrum, dos_from_spectrum, ldos_at,
                              ldos_from_spectrum)
-from moireu.stm.measure import (CORRUPTIONS, CellGeometry, MeasurementSpec, ScanParams, corrupted_spec, draw_scan,
+from moireu.stm.measure import (CORRUPTIONS, CellGeometry, MeasurementSpec, ScanParams, acquire, corrupted_spec, draw_scan,
                                 scan_rng, simulate_map, user_map_image, user_map_to_image)
 from moireu.stm.patch import Patch, build_patch, patch_points, reciprocal_peaks, render_map, spot_profile
 
 __all__ = [
-    "AlignInfo", "CORRUPTIONS", "CellGeometry", "FTWindow", "ImageTransform", "MeasurementSpec", "Patch",
+    "AlignInfo", "CORRUPTIONS", "acquire", "CellGeometry", "FTWindow", "ImageTransform", "MeasurementSpec", "Patch",
     "ScanParams", "amplitude_to_image", "broadening", "build_patch", "check_energies_in_spectrum",
     "corrupted_spec", "dos_from_spectrum", "draw_scan", "ft_direct", "ft_grid", "ft_points", "ftldos", "ldos_at",
     "ldos_from_spectrum", "map_to_image", "measure_lattice", "patch_points", "reciprocal_peaks", "reference_lattice",

@@ -15,14 +15,16 @@ Every image — simulated for training or read from a user's file — goes throu
    lattice is symmetric under 60° rotations), and the 2 × 2 map M of :math:`\\mathbf g = M\\mathbf G`
    is fitted by least squares.
 4. **Atomic frame** (when the pixels resolve the graphene lattice). The 12 first-shell Bragg peaks
-   of both layers, predicted by M from the trained indices :math:`(m_1, m_2)`, are refined the same
-   way; if they stand out of the background (peak / median of the Bragg annulus ≥ 6 for at least
+   of both layers, predicted from the trained indices :math:`(m_1, m_2)` and the *rotation* part of
+   M (a twist change rescales the moiré, not the atoms), are searched within ±6 % of |G| and
+   refined the same way; if they stand out of the background (peak / median of the Bragg annulus ≥ 6 for at least
    6 peaks) M is refitted on them. This corrects piezo scale, anisotropy and rotation to the
    precision of the atomic lattice, independently of the moiré's own distortions (twist deviation,
    heterostrain).
 5. **Twist.** The moiré vectors in the corrected frame, :math:`M^{-1}\\mathbf g_j`, give the period
    :math:`L_M = 4\\pi/(\\sqrt3\\,\\overline{|\\mathbf G_j|})` and the twist angle
-   :math:`\\theta = 2\\arcsin(a / 2L_M)` (without atomic resolution the nominal pixel size is trusted).
+   :math:`\\theta = 2\\arcsin(a / 2L_M)`. Without atomic resolution the moiré vectors are read in the
+   nominal frame (the pixel size is trusted) and the image is put on the training moiré frame M.
 6. **Image.** A plane wave :math:`e^{i\\mathbf g\\cdot\\mathbf u} = e^{i\\mathbf G\\cdot M^T\\mathbf u}`,
    so the pixel centres :math:`\\mathbf u` (Å, frame centre 0) are moved to :math:`M^T\\mathbf u` in the
    training frame, weighted by the mean-free, Hann-apodised values (window radius: the frame's
@@ -272,14 +274,17 @@ def measure_lattice(m: MapData, t: ImageTransform, spec: _Spectrum | None = None
     bg = sp.annulus_median(0.5 * gm0, 2.0 * gm0)
     contrast = float(np.median(amp_m) / bg) if bg > 0 else 0.0
     q = min(float(np.clip((contrast - 3.0) / 7.0, 0.0, 1.0)), float(np.clip(1.0 - 10.0 * res_m / gm0, 0.0, 1.0)))
-    # 4. atomic lattice
+    # 4. atomic lattice: Bragg peaks predicted by the rotation of the moiré fit only (a twist change
+    # rescales the moiré, not the atoms), searched within ±6 % of |G| (piezo errors, heterostrain)
     atomic = False
     Gb = np.asarray(t.bragg_indices, float) @ rec
     gb_abs = float(np.linalg.norm(Gb, axis=1).mean()) if len(Gb) else 0.0
     kmax_map = min(abs(sp.kx[0]), abs(sp.ky[0]))
-    if len(Gb) >= 3 and 1.1 * gb_abs * max(np.linalg.svd(M, compute_uv=False)) < kmax_map:
-        pred = Gb @ M.T
-        coarse_b = np.array([sp.local_max(p, 0.4 * gm0)[0] for p in pred])
+    Um, _, Vmt = np.linalg.svd(M)
+    Rm = Um @ Vmt
+    if len(Gb) >= 3 and 1.1 * gb_abs < kmax_map:
+        pred = Gb @ Rm.T
+        coarse_b = np.array([sp.local_max(p, min(0.06 * gb_abs, 0.45 * gm0))[0] for p in pred])
         gb, amp_b = sp.refine(coarse_b)
         bgb = sp.annulus_median(0.9 * gb_abs, 1.1 * gb_abs)
         ok = amp_b >= BRAGG_CONTRAST * bgb if bgb > 0 else np.zeros(len(gb), bool)
@@ -287,9 +292,8 @@ def measure_lattice(m: MapData, t: ImageTransform, spec: _Spectrum | None = None
             Mb, res_b = _fit(gb[ok], Gb[ok])
             if res_b < 0.02 * gm0:
                 M, atomic = Mb, True
-    # 5. twist
-    Minv = np.linalg.inv(M)
-    true_m = gm @ Minv.T
+    # 5. twist: the moiré in the atomic frame, else in the nominal frame (pixel size trusted)
+    true_m = gm @ np.linalg.inv(M).T if atomic else gm
     L = 4 * math.pi / (math.sqrt(3) * float(np.linalg.norm(true_m, axis=1).mean()))
     a = t.lattice_constant
     twist = math.degrees(2 * math.asin(min(1.0, a / (2 * L))))
@@ -322,6 +326,7 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
     v = m.values.ravel()
     meta = {"source": m.source, "fov_x": m.field_of_view[0], "fov_y": m.field_of_view[1],
             "pixel_size_x": m.pixel_size[0], "pixel_size_y": m.pixel_size[1]}
+    meta |= {f"map_{k}": v for k, v in m.meta.items() if k != "source"}  # reader / sidecar / scan metadata
     if t.align:
         sp = _Spectrum(m)
         info = measure_lattice(m, t, sp)

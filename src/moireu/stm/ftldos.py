@@ -118,7 +118,7 @@ class ImageTransform:
         cannot resolve moiré satellites.
     apodize : {"none", "hann"}
         Window applied to a real-space map before its transform (:mod:`moireu.stm.align`): a radial
-        Hann window :math:`\cos^2(\pi\rho/2R)` on the inscribed disc of the frame.
+        Hann window :math:`\\cos^2(\\pi\\rho/2R)` on the inscribed disc of the frame.
     align : bool
         Measure the lattice of every map and bring it to the training frame (:mod:`moireu.stm.align`).
     lattice_constant : float

@@ -81,13 +81,17 @@ class PaperTransform:
                 "reference": "Tanksale & Stauber, arXiv:2602.18890"}
 
 
+#: finufft tolerance of the paper transform: far below the 8-bit quantisation (≈ 4e-3) the image goes through
+PAPER_EPS = 1e-8
+
+
 def paper_amplitude(xy: np.ndarray, ldos: np.ndarray, grid: int = PAPER_GRID,
-                    window: FTWindow | None = None) -> np.ndarray:
+                    window: FTWindow | None = None, eps: float = PAPER_EPS) -> np.ndarray:
     """|F(k)| = |Σ_i LDOS_i e^{−ik·r_i}| on the ``grid × grid`` window, array (ky, kx), no mean subtraction."""
     ldos = np.asarray(ldos, dtype=float)
     if not np.isfinite(ldos).all():
         raise InputError("LDOS contains NaN or inf")
-    return np.abs(ft_grid(np.asarray(xy, dtype=float)[:, :2], ldos, int(grid), window or FTWindow.reference()))
+    return np.abs(ft_grid(np.asarray(xy, dtype=float)[:, :2], ldos, int(grid), window or FTWindow.reference(), eps=eps))
 
 
 def paper_image(atom_xyz: np.ndarray, cell: np.ndarray, ldos: np.ndarray,
