@@ -23,9 +23,19 @@ def load_ldos(src: Path, U: float) -> tuple[dict, np.ndarray, float, dict]:
     """(geometry, LDOS at bias 0 of the point nearest to U, that U, store config)."""
     if src.suffix == ".npz":
         with np.load(src) as z:
-            geom = {k[len("geom__"):]: z[k] for k in z.files if k.startswith("geom__")}
-            row = int(np.argmin(np.abs(z["ldos_bias"])))
-            return geom, z["ldos"][row], float("nan"), {}
+            if "geometry_atom_xyz" in z.files:  # work-directory part (schema 2)
+                geom = {"positions": z["geometry_atom_xyz"], "cell": z["geometry_cell"],
+                        "layer": z["geometry_atom_layer"], "sublattice": z["geometry_atom_sublattice"]}
+                levels = z["bias_level"]
+            else:  # work-directory part of the first measurement-model builds
+                geom = {k[len("geom__"):]: z[k] for k in z.files if k.startswith("geom__")}
+                levels = z["ldos_bias"]
+            row = int(np.argmin(np.abs(levels)))
+            ldos = z["ldos"][row]
+        rec = src.parent.parent / "solves" / f"{src.stem}.json"  # the point's solve record
+        if not rec.is_file():
+            raise SystemExit(f"{rec} not found: pass a store, or a part inside a build's work directory")
+        return geom, ldos, float(json.loads(rec.read_text())["U"]), {}
     from moireu.data import open_store
 
     ds = open_store(src)
@@ -57,7 +67,7 @@ def main() -> None:
     np.save(npy, m.values.astype(np.float32))
     write_json_atomic(npy.with_name(npy.name + ".json"), {
         "pixel_size": scan.pixel_size, "units": {"pixel_size": "Angstrom", "values": "arbitrary (dI/dV)"},
-        "truth": {"U_eV": U if np.isfinite(U) else a.U, "bias_eV": 0.0, "filling": 0.0,
+        "truth": {"U_eV": U, "bias_eV": 0.0, "filling": 0.0,
                   "lattice": "TBG i = 7 (4.41°), demo preset", "hf": "eps = 10 screened Coulomb"},
         "scan": scan.to_dict(), "source_store": str(a.store), "git_commit": provenance()["git_commit"]})
     print(f"wrote {npy} ({npy.stat().st_size} bytes) and its sidecar; U = {U}")

@@ -58,7 +58,7 @@ def test_draw_scan_reproducible_and_in_range(tbg2):
 
 
 def test_store_scan_columns_match_contract():
-    from moireu.data.store import SCAN_COLUMNS
+    from moireu.data.schema import SCAN_COLUMNS
 
     assert set(SCAN_COLUMNS) == set(ScanParams().columns()) | {"measured_twist_deg", "align_quality"}
 
