@@ -51,7 +51,10 @@ def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.n
     for m in models:
         sp = m.info.get("split") if m.info else None
         if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
-            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "test")}
+            # the ML stage's parts (train/val/cal/test by variation group; cal absent in older runs)
+            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "cal", "test") if k in sp}
+            if sp.get("mode") == "paper":
+                idx.pop("cal", None)  # the paper split calibrates on its validation part
             if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
                 return idx | {"heldout": np.flatnonzero(data.heldout)}
     return None
