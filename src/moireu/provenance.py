@@ -130,3 +130,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` in which every non-finite float (NaN, ±inf) is ``None``: strict JSON (RFC 8259)
+    has no ``NaN``/``Infinity`` tokens, and ``json.dumps`` would write them."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return json_safe(obj.tolist())
+        if isinstance(obj, np.generic):
+            obj = obj.item()
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -12,7 +12,6 @@ import time
 import uuid
 from pathlib import Path
 
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,15 +19,6 @@ from moireu.data.tasks import Rendered
 
 N_PIX = 8
 N_ATOM = 4
-
-
-@dataclass
-class ContractRendered(Rendered):
-    """A ``Rendered`` with the fields of contracts A and D (per-image params, per-atom LDOS, geometry)."""
-
-    params: dict = field(default_factory=dict)
-    ldos: np.ndarray | None = None
-    geometry: dict = field(default_factory=dict)
 
 
 class FakeBackend:
@@ -82,24 +72,23 @@ class FakeBackend:
         kx, ky = np.meshgrid(k, k)
         imgs, ox, oy = [], [], []
         for s in specs:
-            v = s.variation
-            img = (point.U + 10 * s.bias + m + tag) * np.exp(-((kx - 0.3 * v.f1) ** 2 + (ky - 0.3 * v.f2) ** 2))
-            imgs.append(np.rot90(img, int(v.rotation_deg // 90)))
-            ox.append(10.0 * v.f1)
-            oy.append(10.0 * v.f2)
+            f1, f2 = (0.37 * s.variation.id) % 1.0, (0.61 * s.variation.id) % 1.0
+            img = (point.U + 10 * s.bias + m + tag) * np.exp(-((kx - 0.3 * f1) ** 2 + (ky - 0.3 * f2) ** 2))
+            imgs.append(np.rot90(img, s.variation.id % 4))
+            ox.append(10.0 * f1)
+            oy.append(10.0 * f2)
+        params = {"scan_origin_x": np.asarray(ox), "scan_origin_y": np.asarray(oy),
+                  "scan_rotation_deg": np.array([90.0 * (s.variation.id % 4) for s in specs])}
         if not self.contract:
-            return Rendered(np.asarray(imgs, np.float32), k, k, np.asarray(ox), np.asarray(oy),
-                            {"kind": "fake", "n_pixels": N_PIX})
+            return Rendered(np.asarray(imgs, np.float32), k, k, params, {"kind": "fake", "n_pixels": N_PIX})
         levels = sorted({s.bias for s in specs})
         ldos = np.array([[point.U + b + m * (-1) ** a for a in range(N_ATOM)] for b in levels])
         geometry = {"atom_xyz": np.arange(3 * N_ATOM, dtype=float).reshape(N_ATOM, 3),
                     "atom_layer": np.array([0, 0, 1, 1]), "atom_sublattice": np.array([0, 1, 0, 1]),
                     "cell": np.array([[10.0, 0.0], [5.0, 8.66]])}
-        params = {"scan_origin_x": np.asarray(ox), "scan_origin_y": np.asarray(oy),
-                  "scan_rotation_deg": np.array([s.variation.rotation_deg for s in specs]),
-                  "align_quality": np.linspace(0.5, 1.0, len(specs))}
-        return ContractRendered(np.asarray(imgs, np.float32), k, k, np.asarray(ox), np.asarray(oy),
-                                {"kind": "fake", "n_pixels": N_PIX}, params=params, ldos=ldos, geometry=geometry)
+        params["align_quality"] = np.linspace(0.5, 1.0, len(specs))
+        return Rendered(np.asarray(imgs, np.float32), k, k, params, {"kind": "fake", "n_pixels": N_PIX},
+                        ldos=ldos, biases=np.asarray(levels, float), geometry=geometry)
 
 
 def calls(log_dir, what: str) -> list[str]:

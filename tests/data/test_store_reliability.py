@@ -55,7 +55,9 @@ def test_schema_store_is_core_zarr_v3_and_reads_without_warnings(tmp_path):
     assert build(tiny(), out, backend=FakeBackend(contract=True)).ok
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        raw = xr.open_zarr(out, consolidated=False)
+        raw = xr.open_zarr(out)  # plain calls, default arguments
+        xr.open_dataset(out, engine="zarr").close()
+        assert json.loads((out / "zarr.json").read_text())["consolidated_metadata"]["must_understand"] is False
         g = zarr.open_group(out, mode="r")
         for name in g.array_keys():
             meta = json.loads((out / name / "zarr.json").read_text())
@@ -512,3 +514,9 @@ def test_losing_the_scheduler_never_publishes(tmp_path, dask_procs):
     assert isinstance(result.get("e"), BuildError), result
     assert "lost the dask cluster" in str(result["e"]) and "rerun" in str(result["e"])
     assert not out.exists() and _committed(out) >= 2
+
+
+def test_architecture_doc_embeds_the_generated_schema_table():
+    doc = (HERE.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    table = doc.split("<!-- schema-table:begin -->\n")[1].split("\n<!-- schema-table:end -->")[0]
+    assert table == sc.markdown_table()

@@ -51,7 +51,10 @@ def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.n
     for m in models:
         sp = m.info.get("split") if m.info else None
         if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
-            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "test")}
+            # the ML stage's parts (train/val/cal/test by variation group; cal absent in older runs)
+            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "cal", "test") if k in sp}
+            if sp.get("mode") == "paper":
+                idx.pop("cal", None)  # the paper split calibrates on its validation part
             if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
                 return idx | {"heldout": np.flatnonzero(data.heldout)}
     return None
@@ -91,11 +94,9 @@ def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
 
 
 def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from moireu.progress import progress_bar
 
-    return Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+    return progress_bar("analyze", every=0.0)  # rich bar on a terminal, a line per step in a log
 
 
 def _pick_per_u(U: np.ndarray, per_u: int, seed: int) -> np.ndarray:

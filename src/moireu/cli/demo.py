@@ -2,7 +2,7 @@
 
 bands → STM example (U = 0) → dataset (HF sweep on dask + FT-LDOS images) → train the CNN on clean
 images and on ``mild``-corrupted ones (and ResNet-18 unless ``--no-resnet``) → evaluate on test and
-held-out → analysis (similarity, PCA, baselines, Grad-CAM / guided backprop, crossover) → report.html.
+held-out → robustness under measurement corruptions (stores with per-atom LDOS) → analysis (similarity, PCA, baselines, Grad-CAM / guided backprop, crossover) → report.html.
 
 Each stage runs as its own ``moireu`` subcommand in a child process and leaves a marker file; a rerun
 skips finished stages (``--force`` reruns everything). The layout is the run directory of
@@ -52,6 +52,16 @@ def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict]
         info(f"[{tag}] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu {tag}` to resume")
         raise typer.Exit(r.returncode)
     info(f"[{tag}] {name}: {dt:.0f} s")
+
+
+def _has_point_ldos(data: Path) -> bool:
+    """Whether the store keeps the per-atom LDOS of its points (new acquisitions can be rendered from it)."""
+    import xarray as xr
+
+    try:
+        return "ldos" in xr.open_zarr(data, consolidated=None).variables
+    except Exception:  # an unreadable store fails loudly in the stages that need it
+        return False
 
 
 def sweep_from_store(data: Path, out: Path) -> None:
@@ -146,6 +156,11 @@ def demo_cmd(
         _stage(f"robustness {m}", run / "robustness.json",
                [*exe, "evaluate", str(run), str(data), "--split", "test", "--augment", "all",
                 "--json"], force, log, stdout_to=run / "robustness.json")
+    if _has_point_ldos(data):  # stores with per-atom LDOS (contract D): fresh acquisitions under each corruption
+        _stage("robustness (measurement corruptions)", out / "robustness" / "robustness.json",
+               [*exe, "robustness", *[str(out / f"train_{m[0]}") for m in models], "--data", str(data),
+                "--out", str(out / "robustness")], force, log,
+               inputs=tuple(out / f"train_{m[0]}" / "checkpoint.pt" for m in models))
     _stage("analysis", out / "analysis" / "analysis.json",
            [*exe, "analyze", "--data", str(data), "--out", str(out / "analysis"), *conf,
             "--runs", *[str(out / f"train_{m[0]}") for m in models]], force, log,

@@ -247,10 +247,12 @@ def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: boo
     cores = available_cores()
     n = n_workers or cores
     kw: dict[str, Any] = dict(n_workers=n, threads_per_worker=1, processes=processes,
-                              dashboard_address=":0", silence_logs=logging.ERROR)
+                              dashboard_address=":0", silence_logs=logging.CRITICAL)
     if not processes:
         kw["n_workers"], kw["threads_per_worker"] = 1, n
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores, n)}):
+    else:
+        kw["preload"] = [__name__]  # dask_setup below, in each worker process
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores, n)}), _workers_ignore_sigint():
         cluster = LocalCluster(**kw)
     client = Client(cluster)
     try:
@@ -258,7 +260,46 @@ def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: boo
     finally:
         with contextlib.suppress(Exception):
             client.close()
+        with contextlib.suppress(Exception):
             cluster.close()
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload of the LocalCluster's processes: a worker torn down by Ctrl-C stays quiet.
+
+    The client side reports the interruption in one line; the only noise left from a worker is the
+    ``Client.__del__`` of its (xarray I/O lock) client after the worker's event loop has closed,
+    which this filter drops. Every other unraisable exception is still printed.
+    """
+    default = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if isinstance(u.exc_value, RuntimeError) and "IOLoop is closed" in str(u.exc_value):
+            return
+        default(u)
+
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Spawn the LocalCluster's worker processes with SIGINT ignored (inherited through exec).
+
+    Ctrl-C then reaches only this process, which stops the build and closes the cluster — one
+    line for the user instead of a traceback from every worker. (Only from the main thread, where
+    Python allows changing signal handlers.)
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 #: glibc malloc: keep freed blocks below 256 MiB in the heap. dask's default

@@ -36,12 +36,8 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     rows = []
     for (s, u, f), idx in sorted(per.items(), key=lambda kv: ({"grid": 0}.get(kv[0][0], 1), kv[0][1], kv[0][2])):
         i = idx[0]
-        rows.append({"split": s, "U": float(u), "filling": float(f), "images": len(idx),
-                     "hf_converged": bool(meta["hf_converged"].values[i]),
-                     "hf_iterations": int(meta["hf_iterations"].values[i]),
-                     "hf_max_moment": float(meta["hf_max_moment"].values[i]),
-                     "hf_staggered_moment": float(meta["hf_staggered_moment"].values[i]),
-                     "hf_gap": float(meta["hf_gap"].values[i])})
+        rows.append({"split": s, "U": float(u), "filling": float(f), "images": len(idx)}
+                    | {v: meta[v].values[i].item() for v in sc.HF_FIELDS.values() if v in meta})
     kx, ky = ds["kx"].values, ds["ky"].values
     return {
         "path": str(path),
@@ -62,6 +58,9 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "git_commit": ds.attrs.get("git_commit"),
         "created": ds.attrs.get("created"),
         "history": json_attr(ds, "history", []),
+        "schema_version": ds.attrs.get("schema_version"),
+        "per_image_columns": [c for c in (*sc.SCAN_COLUMNS, *sc.LEGACY_COLUMNS) if c in ds.variables],
+        "ldos": (dict(zip(ds["ldos"].dims, map(int, ds["ldos"].shape))) if "ldos" in ds.variables else None),
     }
 
 
@@ -77,6 +76,8 @@ def format_info(info: dict[str, Any]) -> str:
              f"fillings {info['fillings']}, biases {info['biases']} eV, {info['variations']} patch variations",
              f"  moireu {info['moireu_version']}, commit {info['git_commit']}, created {info['created']}",
              f"  unconverged samples {info['unconverged_samples']}, failed points {len(info['failures'])}",
+             f"  schema {info['schema_version']}; per-image columns: {', '.join(info['per_image_columns']) or 'none'}; "
+             f"per-atom LDOS: {info['ldos'] or 'not stored'}",
              "",
              f"  {'split':<8} {'U (eV)':>9} {'ν':>6} {'images':>6} {'conv':>5} {'iter':>5} "
              f"{'max m':>7} {'stag m':>7} {'gap (eV)':>9}"]

@@ -12,6 +12,7 @@ build lock — so a reader sees either the previous complete store or the new co
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,8 @@ def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.nda
 def write_store(ds: Any, out: Path) -> None:
     """Write ``ds`` to ``out`` atomically and verified (caller holds the build lock).
 
-    Core Zarr v3: ``bytes`` + ``blosc`` (zstd inside, byte shuffle) on every array. The store is
+    Core Zarr v3: ``bytes`` + ``blosc`` (zstd inside, byte shuffle) on every array, plus zarr-python's
+    consolidated metadata in the root ``zarr.json`` (``must_understand: false``). The store is
     written to a temporary sibling, read back and compared with ``ds`` (:func:`verify_store`), and
     only then renamed onto ``out`` (the old store stays until that rename).
     """
@@ -210,6 +212,9 @@ def write_store(ds: Any, out: Path) -> None:
 
     from moireu.provenance import atomic_path
 
+    for name in ("split", "point_split"):  # a dataset read with decoded split names is stored as codes
+        if name in ds.variables and ds[name].dtype.kind in "OUS":
+            ds = ds.assign({name: (ds[name].dims, sc.encode_split(ds[name].values), sc.var_attrs(name))})
     ny, nx = ds.sizes.get("ky", 1), ds.sizes.get("kx", 1)
     per = max(1, min(max(ds.sizes.get("sample", 1), 1), _MAX_CHUNK_BYTES // max(1, 4 * nx * ny)))
     blosc = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
@@ -218,7 +223,12 @@ def write_store(ds: Any, out: Path) -> None:
     if "ldos" in ds:
         encoding["ldos"]["chunks"] = (1,) + tuple(ds["ldos"].shape[1:])
     with atomic_path(out) as tmp:
-        ds.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+        with warnings.catch_warnings():
+            # zarr notes that consolidated metadata is not in the v3 spec: it is an extra field of the root
+            # zarr.json marked must_understand = false (other implementations may ignore it); with it plain
+            # xr.open_zarr(path) opens the store without a "no consolidated metadata" RuntimeWarning
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
         verify_store(tmp, ds)
 
 

@@ -160,6 +160,10 @@ class WorkDir:
         if ldos is not None:
             ldos = np.asarray(ldos, float)
             levels = np.array(sorted({s.bias for s in specs}), float)
+            given = getattr(rendered, "biases", None)
+            if given is not None and (np.shape(given) != levels.shape or not np.allclose(given, levels)):
+                raise ValueError(f"backend returned LDOS rows for biases {list(np.ravel(given))}, expected the "
+                                 f"sorted image biases {levels.tolist()}")
             geom = getattr(rendered, "geometry", None) or {}
             if ldos.ndim != 2 or ldos.shape[0] != len(levels) or not np.all(np.isfinite(ldos)):
                 raise ValueError(f"backend returned an LDOS of shape {ldos.shape} for {len(levels)} bias levels "
@@ -245,7 +249,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _per_image_columns(rendered: Any, specs: Sequence[ImageSpec]) -> dict[str, np.ndarray]:
-    """The schema's per-image columns from ``rendered.params`` (contract A) or the legacy offsets."""
+    """The schema's per-image columns from ``rendered.params`` (contract A)."""
     n = len(specs)
     params = getattr(rendered, "params", None)
     out: dict[str, np.ndarray] = {}
@@ -256,10 +260,6 @@ def _per_image_columns(rendered: Any, specs: Sequence[ImageSpec]) -> dict[str, n
                 raise ValueError(f"backend returned an unknown per-image column {k!r}; "
                                  f"the store schema has {', '.join(sc.SCAN_COLUMNS)}")
             out[name] = np.asarray(v, float).reshape(-1)
-    else:
-        out["offset_x"] = np.asarray(rendered.offset_x, float)
-        out["offset_y"] = np.asarray(rendered.offset_y, float)
-        out["rotation_deg"] = np.array([s.variation.rotation_deg for s in specs], float)
     bad = [k for k, v in out.items() if v.shape != (n,)]
     if bad:
         raise ValueError(f"per-image columns {bad} do not have one value per image ({n})")

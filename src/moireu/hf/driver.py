@@ -70,7 +70,8 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
     ``start``: a converged solution (e.g. of an earlier sweep) to warm-start the first point from.
 
     A point that does not converge is kept (flagged); the next one starts from the last converged
-    point. The first point is solved from the configured seed pattern *and* from the paramagnetic
+    point, extrapolated linearly in U from the last two converged points when there are two
+    (:func:`moireu.hf.scf.run_scf`). The first point is solved from the configured seed pattern *and* from the paramagnetic
     TB state, and the lower-energy converged solution is kept: the TB state is an exact solution
     at every U (the subtraction convention of :mod:`moireu.hf.system`) but, with exchange, not
     necessarily the ground state — at i = 7, U = 0 the seeded solve ends 55 meV per cell lower.
@@ -79,8 +80,9 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
     """
     results: list[HFResult] = []
     prev: HFResult | None = start
+    chain: list[HFResult] = [start] if start is not None else []  # converged points, for extrapolation
     for U in sorted(float(u) for u in U_values):
-        kw = dict(kwargs, U=U, warm_start=prev)
+        kw = dict(kwargs, U=U, warm_start=chain[-2:] if chain else None)
         if save_dir is not None:
             kw["checkpoint"] = Path(save_dir) / f".U_{U:.4f}.ckpt.nc"
         res = system.solve(progress=progress, **kw)
@@ -94,6 +96,7 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
         results.append(res)
         if res.converged:
             prev = res
+            chain.append(res)
         if on_point is not None:
             on_point(U, res)
     return results

@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -52,6 +52,18 @@ class SCFOptions:
     energy_tol : and on |E_m − E_{m−1}| (eV per moiré cell)
     max_iter : iteration limit; reaching it returns a result with ``converged = False``
     checkpoint_every : iterations between checkpoint writes
+    anneal_kT : occupation temperature (eV) a *cold* solve from a moment seed starts from (0 or
+        ≤ kT: none); it is
+        halved whenever the residual at the current temperature drops below ``anneal_tol`` (or
+        after ``stall_window`` iterations at it) until it reaches the physical kT, and raised back
+        to it when the residual stagnates at kT. A flat band at E_F puts dozens of levels within a
+        few kT of μ whose occupations feed back through U with a gain ≫ 1; at a larger smearing
+        that map is smooth and the quasi-Newton mixer walks into the basin, which the smaller
+        temperatures then keep (the reference ρ⁰ and every result use the physical kT).
+    anneal_tol : residual that ends an annealing stage
+    single_precision_until : eigensolves run in single precision (≈ 3× faster) while the residual
+        of the previous iteration exceeds this; the first and the last iterations, and every
+        convergence decision, are in double precision (0 disables)
     """
 
     init: str = "afm"
@@ -66,6 +78,9 @@ class SCFOptions:
     energy_tol: float = 1e-7
     max_iter: int = 300
     checkpoint_every: int = 5
+    single_precision_until: float = 1e-3
+    anneal_kT: float = 0.004
+    anneal_tol: float = 3e-4
 
     def __post_init__(self) -> None:
         from moireu.hf.system import INITS
@@ -77,6 +92,10 @@ class SCFOptions:
                              f"{self.max_iter}")
         if not (math.isfinite(self.init_amplitude) and 0.0 <= self.init_amplitude <= 1.0):
             raise InputError(f"init_amplitude must lie in [0, 1], got {self.init_amplitude!r}")
+        if not (math.isfinite(self.anneal_kT) and self.anneal_kT >= 0 and self.anneal_tol > 0):
+            raise InputError(f"need anneal_kT ≥ 0 and anneal_tol > 0; got {self.anneal_kT!r}, {self.anneal_tol!r}")
+        if not (math.isfinite(self.single_precision_until) and self.single_precision_until >= 0):
+            raise InputError(f"single_precision_until must be ≥ 0, got {self.single_precision_until!r}")
         if self.stall_window < 2 or self.checkpoint_every < 1:
             raise InputError(f"need stall_window ≥ 2 and checkpoint_every ≥ 1; got {self.stall_window}, "
                              f"{self.checkpoint_every}")
@@ -94,8 +113,15 @@ def _start(system, p: Params, opt: SCFOptions, warm_start: HFResult | None, ckpt
         return (Density(prev.occupations.copy(), prev.pair_density.copy()), list(prev.residual_history),
                 list(prev.energy_history), prev.iterations, prev.seconds, 0, meta)
     if warm_start is not None:
-        system.check_compatible(warm_start, what="warm-start result")
+        chain = [warm_start] if isinstance(warm_start, HFResult) else [r for r in warm_start if r is not None]
+        if not chain:
+            raise InputError("warm_start is an empty sequence of results")
+        for r in chain:
+            system.check_compatible(r, what="warm-start result")
+        warm_start = chain[-1]
         d = Density(warm_start.occupations.copy(), warm_start.pair_density.copy())
+        if len(chain) >= 2:
+            d, meta["extrapolated_from_U"] = _extrapolate(chain[-2], warm_start, p, d)
         d.n += (p.filling - warm_start.filling) / (2.0 * system.n_orb)
         probed = 0
         if opt.init != "paramagnetic" and warm_start.max_moment < 1e-3 and p.U > 0:
@@ -110,7 +136,24 @@ def _start(system, p: Params, opt: SCFOptions, warm_start: HFResult | None, ckpt
     return system.initial_state(opt.init, p.filling, p.kT, opt.init_amplitude, opt.seed), [], [], 0, 0.0, 0, meta
 
 
-def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint: str | Path | None = None,
+def _extrapolate(r0: HFResult, r1: HFResult, p: Params, d1: Density) -> tuple[Density, list[float]]:
+    r"""Linear extrapolation along U from two converged points of a chain (same ν, kT):
+    :math:`\rho(U) \approx \rho_1 + \frac{U - U_1}{U_1 - U_0}(\rho_1 - \rho_0)`, an O(ΔU²) start
+    instead of the O(ΔU) of the last point alone. Skipped (``d1`` returned) when the points do not
+    qualify: unconverged, other filling/kT, equal U, or a step longer than the last interval."""
+    ok = (r0.converged and r1.converged and abs(r0.filling - r1.filling) < 1e-12 and abs(r0.kT - r1.kT) < 1e-15
+          and abs(r1.filling - p.filling) < 1e-12 and abs(r1.U - r0.U) > 1e-9)
+    if not ok:
+        return d1, []
+    t = (p.U - r1.U) / (r1.U - r0.U)
+    if not 0.0 < t <= 1.0 + 1e-9:
+        return d1, []
+    n = np.clip(r1.occupations + t * (r1.occupations - r0.occupations), 0.0, 1.0)
+    rho = r1.pair_density + t * (r1.pair_density - r0.pair_density)
+    return Density(n, rho), [float(r0.U), float(r1.U)]
+
+
+def run_scf(system, p: Params, *, warm_start: HFResult | Sequence[HFResult] | None = None, checkpoint: str | Path | None = None,
             progress: Callable[[dict], None] | None = None, config: dict | None = None,
             **options) -> HFResult:
     r"""Self-consistent solve of ``system`` at the physics parameters ``p``.
@@ -119,9 +162,10 @@ def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint
     ----------
     system : :class:`moireu.hf.HFSystem`
     p : :class:`~moireu.hf.terms.Params` (U, ν, kT)
-    warm_start : start from this result's density matrix (same system). If it is (nearly)
-        non-magnetic and ``init`` is not paramagnetic, the ``init`` seed moment is added where the
-        non-magnetic state is unstable.
+    warm_start : start from this result's density matrix (same system), or from a sequence of
+        results of a U chain (the last two, when converged, are extrapolated linearly to this U).
+        If the start is (nearly) non-magnetic and ``init`` is not paramagnetic, the ``init`` seed
+        moment is added where the non-magnetic state is unstable.
     checkpoint : file written every ``checkpoint_every`` iterations; if it exists when the
         solve starts, the solve resumes from it (it must come from this system and the same U, ν, kT)
     progress : called after every iteration with a dict (iteration, residual, energy, dE, mu,
@@ -168,9 +212,15 @@ def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint
                         seconds=float(prior_seconds + time.perf_counter() - t0), meta=m,
                         homo=float(homo), lumo=float(lumo))
 
+    r_prev = 0.0  # the first iteration in double precision: it measures how far the start is
+    cold = warm_start is None and start_iter == 0 and opt.init != "paramagnetic"
+    kT_occ = max(p.kT, opt.anneal_kT) if cold else p.kT  # occupation temperature (annealed down to kT)
+    stage_it = 0
     for it in range(start_iter + 1, start_iter + opt.max_iter + 1):
         pot = system.potential(Density.from_vector(x, N), p)
-        st = system.step(pot, n_el, p.kT)
+        single = r_prev > opt.single_precision_until > 0
+        st = system.step(pot, n_el, kT_occ, single=single)
+        stage_it += 1
         E = system.energy(st, pot, p)
         mu, homo, lumo = st.mu, st.homo, st.lumo
         x_out = st.density.vector()
@@ -179,12 +229,21 @@ def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint
         res_hist.append(r)
         e_hist.append(E)
         E_last = E
+        r_prev = r
         if progress is not None:
             m = st.density.n[:, 0] - st.density.n[:, 1]
             progress({"iteration": it, "residual": r, "energy": E, "dE": dE, "mu": mu,
                       "max_moment": float(np.abs(m).max()), "seconds": time.perf_counter() - t0,
-                      "restarts": mixer.restarts})
-        if r < opt.tol and dE < opt.energy_tol:
+                      "restarts": mixer.restarts, "kT_occ": kT_occ})
+        if kT_occ > p.kT and (r < opt.anneal_tol or stage_it > opt.stall_window):
+            # next annealing stage: a new map, so a new quasi-Newton history from the output
+            kT_occ = max(p.kT, 0.5 * kT_occ) if kT_occ > 1.5 * p.kT else p.kT
+            stage_it = 0
+            x = mixer(x, x_out, r)
+            mixer.reset(anderson_start=math.inf)
+            E_last = math.nan
+            continue
+        if r < opt.tol and dE < opt.energy_tol and not single:
             m_c = st.density.n[:, 0] - st.density.n[:, 1]
             if opt.init != "paramagnetic" and probed < 3 and p.U > 0 and float(np.abs(m_c).max()) < 1e-4:
                 # landed on the non-magnetic root: is it unstable against the seed pattern?
@@ -201,7 +260,12 @@ def run_scf(system, p: Params, *, warm_start: HFResult | None = None, checkpoint
             converged = True
             x = x_out
             break
+        restarts = mixer.restarts
         x = mixer(x, x_out, r)
+        if mixer.restarts > restarts and opt.anneal_kT > 1.5 * p.kT and kT_occ == p.kT:
+            # stagnation at the physical temperature: anneal again from the best iterate
+            kT_occ, stage_it = max(p.kT, 0.5 * opt.anneal_kT), 0
+            mixer.reset(anderson_start=math.inf)
         if ckpt is not None and (it - start_iter) % opt.checkpoint_every == 0:
             result(x, False).save(ckpt)
     # band energies on the mesh of the final density (eigenvalues only)

@@ -53,11 +53,10 @@ from torch import nn
 
 from moireu.errors import InputError
 from moireu.ml.augment import augment as apply_augment
-from moireu.ml.data import (Preprocess, StoreData, load_split, open_dataset, random_split, store_fingerprint,
-                            stratified_split)
+from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, split_indices, store_fingerprint
 from moireu.ml.models import ConvNet, FCNet, create_model, load_resnet18_weights, model_spec
-from moireu.ml.uncertainty import RunModel, calibrate
-from moireu.provenance import provenance, write_bytes_atomic, write_json_atomic
+from moireu.ml.uncertainty import OOD_QUANTILE, FeatureDensity, RunModel, calibrate, fit_difficulty, sigma_hat
+from moireu.provenance import json_safe, provenance, write_bytes_atomic, write_json_atomic
 
 __all__ = ["Recipe", "resolve_recipe", "fit_ensemble", "train_run", "save_torch_atomic", "seed_everything",
            "FORMAT"]
@@ -376,15 +375,20 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
 
 
 def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0, *,
-                 state_path: str | Path | None = None, resume: bool = True, progress: bool = True,
-                 callback: Callable[[dict], None] | None = None,
+                 cal: StoreData | None = None, state_path: str | Path | None = None, resume: bool = True,
+                 progress: bool = True, callback: Callable[[dict], None] | None = None,
                  meta: dict[str, Any] | None = None) -> tuple[RunModel, dict[str, Any]]:
-    """Train ``recipe.ensemble`` members on ``train``, early-stop and calibrate on ``val``.
+    """Train ``recipe.ensemble`` members on ``train``, early-stop on ``val``, calibrate on ``cal``.
+
+    The difficulty model σ̂ and the normalisation of the out-of-distribution distances are fitted on
+    ``val``; the conformal quantile and the OOD threshold on ``cal`` (:mod:`moireu.ml.uncertainty`).
 
     Parameters
     ----------
     train, val : StoreData
         Images ``(n, H, W)`` and labels (eV).
+    cal : StoreData, optional
+        Calibration images never used for training or early stopping (default: ``val``).
     recipe : Recipe
     seed : int
         Member k uses seed ``seed + 1000 k`` for initialisation, shuffling, augmentation, dropout.
@@ -404,7 +408,8 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
     was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         seed_everything(seed)
-        return _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+        run, info = _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+        return calibrate_run(run, train, val, val if cal is None else cal, recipe.coverage, info)
     finally:
         torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
 
@@ -528,18 +533,53 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
             save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
                                "member_info": member_info, "current": None}, state_path)
 
-    cal = calibrate(np.asarray(val_preds), val.U, alpha=1.0 - recipe.coverage)
     members = []
     for sd in finished:
         m = _build(recipe, prep.out_shape)
         m.load_state_dict(sd)
         m.eval()
         members.append(m)
-    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min, cal["q"], cal["sigma0"], cal["alpha"])
+    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min)
     mu = np.asarray(val_preds).mean(0)
-    info = {"members": member_info, "calibration": cal, "train_seconds": time.perf_counter() - t_start,
+    info = {"members": member_info, "train_seconds": time.perf_counter() - t_start,
             "target": {"mean": y_mean, "std": y_std},
             "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0])}
+    return run, info
+
+
+def calibrate_run(run: RunModel, train: StoreData, val: StoreData, cal: StoreData, coverage: float,
+                  info: dict[str, Any]) -> tuple[RunModel, dict[str, Any]]:
+    """Fit the input density on ``train``, σ̂ and the distance scales on ``val``, conformal q and the OOD
+    threshold on ``cal``; set them (and the trained U range) on ``run``.
+
+    Returns ``(run, info)`` with ``info["calibration"]`` and ``info["ood"]`` filled in.
+    """
+    with torch.no_grad():
+        z = run.prep(torch.from_numpy(train.images))
+        run.density = FeatureDensity.fit(z)
+    run.u_range = (float(train.U.min()), float(train.U.max()))
+    rv = run.raw(torch.from_numpy(val.images))
+    sig_v = rv["members"].std(0) if rv["members"].shape[0] > 1 else np.zeros(len(val.U))
+    norms = [float(np.median(v)) for v in (rv["dist_mahalanobis"], rv["dist_residual"], sig_v)]
+    run.ood = {"norms": norms, "threshold": float("inf"), "quantile": OOD_QUANTILE}
+    sv = run.scores(rv)
+    mu_v = np.clip(rv["members"].mean(0), *run.u_range)
+    coef = fit_difficulty(np.abs(val.U - mu_v), sv["sigma"], sv["dist"])
+    rc = run.raw(torch.from_numpy(cal.images))
+    sc = run.scores(rc)
+    mu_c = np.clip(rc["members"].mean(0), *run.u_range)
+    conf = calibrate(mu_c, cal.U, sigma_hat(coef, sc["sigma"], sc["dist"]), alpha=1.0 - coverage)
+    conf |= {"coef": coef, "method": "normalised split-conformal, sigma_hat = a + b*spread + c*distance"}
+    run.conformal = conf
+    finite = sc["ood_score"][np.isfinite(sc["ood_score"])]
+    thr = float(np.quantile(finite, OOD_QUANTILE, method="higher")) if finite.size else float("inf")
+    run.ood["threshold"] = thr
+    run.ood["n_cal"] = int(len(cal.U))
+    d = run.finish(rc)
+    info = dict(info) | {"calibration": conf, "ood": dict(run.ood), "u_range": list(run.u_range),
+                         "n_cal": int(len(cal.U)),
+                         "cal_mae": float(np.abs(d["mean"] - cal.U).mean()) if len(cal.U) else float("nan"),
+                         "cal_in_distribution": float(np.mean(d["in_distribution"])) if len(cal.U) else float("nan")}
     return run, info
 
 
@@ -553,8 +593,11 @@ def checkpoint_dict(run: RunModel, recipe: Recipe, info: dict[str, Any], extra: 
         "preprocess": run.prep.spec(),
         "target": {"mean": float(run.y_mean), "std": float(run.y_std), "clamp_min": run.clamp_min},
         "conformal": info["calibration"],
+        "ood": dict(run.ood),
+        "density": None if run.density is None else _state_cpu(run.density),
+        "u_range": None if run.u_range is None else list(run.u_range),
         "members": [_state_cpu(m) for m in run.members],
-        "info": {k: v for k, v in info.items() if k != "calibration"},
+        "info": {k: v for k, v in info.items() if k not in ("calibration", "ood")},
         **extra,
     }
 
@@ -614,27 +657,29 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data)
     grid = load_split(ds, "grid")
-    if recipe.split == "paper":
-        fr, split_seed = (0.6, 0.2, 0.2), PAPER_SPLIT_SEED
-        tr, va, te = random_split(grid.U.size, fr, seed=split_seed)
-    else:
-        fr, split_seed = (1.0 - tc.val_fraction - tc.test_fraction, tc.val_fraction, tc.test_fraction), cfg.seed
-        tr, va, te = stratified_split(grid.U, fr, seed=split_seed)
-    sub = lambda p: StoreData(grid.images[p], grid.U[p], grid.index[p], grid.attrs)  # noqa: E731
-    train, val = sub(tr), sub(va)
+    fr = (1.0 - tc.val_fraction - tc.cal_fraction - tc.test_fraction, tc.val_fraction, tc.cal_fraction,
+          tc.test_fraction)
+    if fr[0] <= 0:
+        raise InputError(f"train.val_fraction + cal_fraction + test_fraction = {1 - fr[0]:g} leaves nothing to train on")
+    mode = "paper" if recipe.split == "paper" else tc.split
+    parts = split_indices(mode, len(grid.U), grid.variation, seed=cfg.seed, fractions=fr)
+    train, val, cal = (grid.take(parts[k]) for k in ("train", "val", "cal"))
     fp = store_fingerprint(ds)
-    run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, state_path=out / "last.pt", resume=resume,
+    run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, cal=cal, state_path=out / "last.pt", resume=resume,
                              progress=progress, callback=callback, meta={"store": fp})
     extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
-             "split": {"mode": recipe.split, "seed": split_seed, "fractions": list(fr), "train": grid.index[tr].tolist(),
-                       "val": grid.index[va].tolist(), "test": grid.index[te].tolist()},
+             "split": {"mode": mode, "seed": PAPER_SPLIT_SEED if mode == "paper" else cfg.seed, "fractions": list(fr),
+                       **{k: grid.index[v].tolist() for k, v in parts.items()}},
              "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
     save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")
     plot_curves(info, out / "curves.png", f"{recipe.model} · recipe {recipe.name} · K={recipe.ensemble}")
     summary = {"model": recipe.model, "recipe": recipe.to_dict(), "n_train": info["n_train"], "n_val": info["n_val"],
-               "n_test": int(te.size), "val_mae": info["val_mae"], "calibration": info["calibration"],
+               "n_cal": info["n_cal"], "n_test": int(parts["test"].size), "split": tc.split,
+               "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
+               "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
                "epochs_run": [len(m["history"]) for m in info["members"]]}
+    summary = json_safe(summary)  # a conformal q of +inf (too few calibration images) is written as null
     write_json_atomic(out / "train.json", summary)
     (out / "last.pt").unlink(missing_ok=True)
     return summary
