@@ -55,7 +55,9 @@ def test_schema_store_is_core_zarr_v3_and_reads_without_warnings(tmp_path):
     assert build(tiny(), out, backend=FakeBackend(contract=True)).ok
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        raw = xr.open_zarr(out, consolidated=False)
+        raw = xr.open_zarr(out)  # plain calls, default arguments
+        xr.open_dataset(out, engine="zarr").close()
+        assert json.loads((out / "zarr.json").read_text())["consolidated_metadata"]["must_understand"] is False
         g = zarr.open_group(out, mode="r")
         for name in g.array_keys():
             meta = json.loads((out / name / "zarr.json").read_text())

@@ -179,6 +179,11 @@ def test_predict_exit_code_3_for_out_of_distribution_maps(run_dir, tmp_path):
         assert res["in_distribution"] is False and res["ood_threshold"] > 0
         assert "warning" in r.stderr and "out of the training distribution" in r.stderr
     assert json.loads(_invoke("predict", run_dir, tmp_path / "zero.npy", "--json").stdout)["constant_input"]
+    np.save(tmp_path / "zero_map.npy", np.zeros((64, 64)))  # a real-space map: no FT image at all
+    r = _invoke("predict", run_dir, tmp_path / "zero_map.npy", "--pixel-size", "0.5", "--json")
+    assert r.exit_code == 3 and "constant" in r.stderr
+    res = json.loads(r.stdout)
+    assert res["in_distribution"] is False and res["U"] is None
     img = synthetic_images(np.array([2.0]), 32, seed=11)[0]
     np.save(tmp_path / "good.npy", img)
     r = _invoke("predict", run_dir, tmp_path / "good.npy", "--json")

@@ -122,8 +122,12 @@ def _fmt(v: Any, d: int = 3) -> str:
     return "–" if v is None else f"{v:.{d}f}" if isinstance(v, float) else str(v)
 
 
-def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None = None) -> dict[str, Any]:
-    """Write ``RUN/reproduction.json`` and the Markdown document ``doc`` (figures copied to ``img_dir``)."""
+def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None = None,
+              notes: list[str] | None = None) -> dict[str, Any]:
+    """Write ``RUN/reproduction.json`` and the Markdown document ``doc`` (figures copied to ``img_dir``).
+
+    ``notes``: extra lines for the "What has run" section (e.g. how a store was prepared).
+    """
     run_dir, doc = Path(run_dir), Path(doc)
     res = collect(run_dir)
     write_json_atomic(run_dir / "reproduction.json", res)
@@ -145,6 +149,7 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
     if st:
         L.append(f"- Store: {st.get('n_samples')} samples ({st.get('n_grid')} grid, {st.get('n_heldout')} held-out), "
                  f"θ = {_fmt(st.get('theta_deg'), 3)}°.")
+    L += [f"- {n}" for n in notes or []]
     if lat.get("index") != 9:
         L.append(f"- **This is not the paper's setting** (i = {lat.get('index', '?')}, not 9): the numbers test the "
                  "pipeline, not the reproduction. The i = 9 run is `make paper` with the default arguments.")

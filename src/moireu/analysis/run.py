@@ -51,7 +51,10 @@ def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.n
     for m in models:
         sp = m.info.get("split") if m.info else None
         if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
-            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "test")}
+            # the ML stage's parts (train/val/cal/test by variation group; cal absent in older runs)
+            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "cal", "test") if k in sp}
+            if sp.get("mode") == "paper":
+                idx.pop("cal", None)  # the paper split calibrates on its validation part
             if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
                 return idx | {"heldout": np.flatnonzero(data.heldout)}
     return None
@@ -279,35 +282,46 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
 
         # 5. crossover --------------------------------------------------------------------------------
         ests = []
+
+        def estimate(name: str, fn: Callable[[], Any]) -> Any | None:
+            # an estimate the data cannot support (e.g. fewer distinct U than a breakpoint fit needs)
+            # is a note, not the end of the analysis
+            try:
+                e = fn()
+            except InputError as exc:
+                res["notes"].append(f"crossover estimate {name} not run: {exc}")
+                return None
+            ests.append(e)
+            return e
+
         if "hf_max_moment" in data.hf:
-            ests.append(order_parameter_onset(data.U, data.hf["hf_max_moment"], "hf_max_moment (onset)", t))
+            estimate("hf_max_moment (onset)", lambda: order_parameter_onset(data.U, data.hf["hf_max_moment"],
+                                                                            "hf_max_moment (onset)", t))
         for q in ("hf_staggered_moment", "hf_max_moment"):
             if q in data.hf:
-                ests.append(order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
+                estimate(q, lambda q=q: order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
         if "hf_gap" in data.hf:
             # mean field: Δ ≈ U·m, so Δ/U is proportional to the moment and (Δ/U)² rises linearly at U_c
             pos = data.U > 0
-            e = order_parameter_crossover(data.U[pos], data.hf["hf_gap"][pos] / data.U[pos], "hf_gap/U", t,
-                                          cfg.n_bootstrap, seed)
-            ests.append(e)
+            estimate("hf_gap/U", lambda: order_parameter_crossover(data.U[pos], data.hf["hf_gap"][pos] / data.U[pos],
+                                                                   "hf_gap/U", t, cfg.n_bootstrap, seed))
         if not data.hf:
             res["notes"].append("HF order-parameter crossover not run: the store holds no hf_* variables")
-        e = trajectory_crossover(data.U, pca.projections[:, :k], f"joint hinge fit of the per-U mean projections on "
-                                 f"PC1..PC{k}, bootstrap over samples within U", f"PCA trajectory (PC1–PC{k})",
-                                 t, cfg.n_bootstrap, seed)
-        e.curve["labels"] = [f"PC{j + 1}" for j in range(k)]
-        e.curve["ylabel"] = "per-U mean projection"
-        ests.append(e)
+        e = estimate("PCA trajectory", lambda: trajectory_crossover(
+            data.U, pca.projections[:, :k], f"joint hinge fit of the per-U mean projections on PC1..PC{k}, bootstrap "
+            "over samples within U", f"PCA trajectory (PC1–PC{k})", t, cfg.n_bootstrap, seed))
+        if e is not None:
+            e.curve["labels"] = [f"PC{j + 1}" for j in range(k)]
+            e.curve["ylabel"] = "per-U mean projection"
         for entry in res["interpretability"]:
             if "_shares" in entry:
-                e = trajectory_crossover(entry["_U"], entry["_shares"][:, :3],
-                                         "joint hinge fit of the per-U mean attribution shares (central, Bragg, "
-                                         "satellites), bootstrap over samples within U",
-                                         f"attention shift ({entry['model']}, {entry['method']})", t,
-                                         cfg.n_bootstrap, seed)
-                e.curve["labels"] = ["central", "Bragg", "satellites"]
-                e.curve["ylabel"] = "share of |attribution|"
-                ests.append(e)
+                e = estimate(f"attention shift ({entry['model']}, {entry['method']})", lambda entry=entry: trajectory_crossover(
+                    entry["_U"], entry["_shares"][:, :3], "joint hinge fit of the per-U mean attribution shares "
+                    "(central, Bragg, satellites), bootstrap over samples within U",
+                    f"attention shift ({entry['model']}, {entry['method']})", t, cfg.n_bootstrap, seed))
+                if e is not None:
+                    e.curve["labels"] = ["central", "Bragg", "satellites"]
+                    e.curve["ylabel"] = "share of |attribution|"
         for entry in res["interpretability"]:
             entry.pop("_shares", None)
             entry.pop("_U", None)

@@ -176,6 +176,22 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
     return arr, _align_dict(align)
 
 
+def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: str) -> bool:
+    """Whether a map file reads as a constant array (False when it cannot be read at all)."""
+    import numpy as np
+
+    try:
+        try:
+            from moireu.io import read_map
+        except ImportError:
+            from moireu.stm.usermap import read_user_map as read_map
+        m = read_map(path, pixel_size=pixel_size, channel=channel, direction=direction)
+        v = np.asarray(m.values, dtype=np.float64)
+        return bool(v.size) and bool(np.all(np.isfinite(v))) and float(np.ptp(v)) == 0.0
+    except Exception:  # unreadable: the reader's own error is the one to show
+        return False
+
+
 def _align_dict(align) -> Optional[dict]:
     """AlignInfo (contract A) → plain dict (None when the map was not aligned)."""
     import dataclasses
@@ -210,7 +226,19 @@ def predict_cmd(
 
     ps = parse_pixel_size(pixel_size)  # refuse a bad value before loading anything
     lr = load_run(run)
-    img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
+    try:
+        img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
+    except InputError:
+        if not _is_constant_map(map_, ps, channel, direction):
+            raise
+        # an empty (constant, e.g. all-zero) map has no FT image: no U, out of distribution
+        res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "constant_input": True,
+               "ood_reasons": ["the map is constant (all pixels equal): it carries no LDOS modulation"],
+               "model": lr.meta["model"], "map": str(map_)}
+        if json_:
+            emit_json(res)
+        info("warning: the map is out of the training distribution: " + res["ood_reasons"][0])
+        raise typer.Exit(3)
     res = predict_image(lr, img)
     reasons = []
     if res["constant_input"]:

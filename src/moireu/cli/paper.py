@@ -85,10 +85,12 @@ def paper_cmd(
             runs["paper" if sub == "repro" else "ours"].append(run)
     for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours")):
         adir = out / f"analysis_{k}"
+        # interpretability on the first seed of every model
+        first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}")]
         stage(f"analysis {k}", adir / "analysis.json",
               [*exe, "analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
-               f'analysis.mode="{mode}"', "--runs", *[str(r) for r in runs[k][:2]]],
-              inputs=tuple(r / "checkpoint.pt" for r in runs[k][:2]))
+               f'analysis.mode="{mode}"', "--runs", *[str(r) for r in first]],
+              inputs=tuple(r / "checkpoint.pt" for r in first))
     write_doc(out, doc)
     info(f"[paper] finished in {(time.perf_counter() - t0) / 60:.1f} min; wrote {doc} and {out / 'reproduction.json'}")
 

@@ -12,6 +12,7 @@ build lock — so a reader sees either the previous complete store or the new co
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,8 @@ def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.nda
 def write_store(ds: Any, out: Path) -> None:
     """Write ``ds`` to ``out`` atomically and verified (caller holds the build lock).
 
-    Core Zarr v3: ``bytes`` + ``blosc`` (zstd inside, byte shuffle) on every array. The store is
+    Core Zarr v3: ``bytes`` + ``blosc`` (zstd inside, byte shuffle) on every array, plus zarr-python's
+    consolidated metadata in the root ``zarr.json`` (``must_understand: false``). The store is
     written to a temporary sibling, read back and compared with ``ds`` (:func:`verify_store`), and
     only then renamed onto ``out`` (the old store stays until that rename).
     """
@@ -221,7 +223,12 @@ def write_store(ds: Any, out: Path) -> None:
     if "ldos" in ds:
         encoding["ldos"]["chunks"] = (1,) + tuple(ds["ldos"].shape[1:])
     with atomic_path(out) as tmp:
-        ds.to_zarr(tmp, mode="w", consolidated=False, zarr_format=3, encoding=encoding)
+        with warnings.catch_warnings():
+            # zarr notes that consolidated metadata is not in the v3 spec: it is an extra field of the root
+            # zarr.json marked must_understand = false (other implementations may ignore it); with it plain
+            # xr.open_zarr(path) opens the store without a "no consolidated metadata" RuntimeWarning
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
         verify_store(tmp, ds)
 
 

@@ -160,6 +160,10 @@ class WorkDir:
         if ldos is not None:
             ldos = np.asarray(ldos, float)
             levels = np.array(sorted({s.bias for s in specs}), float)
+            given = getattr(rendered, "biases", None)
+            if given is not None and (np.shape(given) != levels.shape or not np.allclose(given, levels)):
+                raise ValueError(f"backend returned LDOS rows for biases {list(np.ravel(given))}, expected the "
+                                 f"sorted image biases {levels.tolist()}")
             geom = getattr(rendered, "geometry", None) or {}
             if ldos.ndim != 2 or ldos.shape[0] != len(levels) or not np.all(np.isfinite(ldos)):
                 raise ValueError(f"backend returned an LDOS of shape {ldos.shape} for {len(levels)} bias levels "
