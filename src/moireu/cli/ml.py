@@ -228,8 +228,10 @@ def predict_cmd(
     lr = load_run(run)
     try:
         img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
-    except InputError:
-        if not _is_constant_map(map_, ps, channel, direction):
+    except InputError as exc:
+        # only a map refused *for being constant* is answered as out of distribution; any other
+        # refusal (pixels too coarse, field of view too small, NaN …) stays an input error
+        if "constant" not in str(exc) or not _is_constant_map(map_, ps, channel, direction):
             raise
         # an empty (constant, e.g. all-zero) map has no FT image: no U, out of distribution
         res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "constant_input": True,

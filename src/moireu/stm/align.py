@@ -31,8 +31,9 @@ Every image — simulated for training or read from a user's file — goes throu
    inscribed disc, in the training frame), and transformed by finufft type 1 onto the training k
    window (:func:`moireu.stm.ftldos.ftldos`), amplitude divided by the window sum, normalised.
 
-Quality ∈ [0, 1]: the smaller of the moiré peaks' contrast score (median peak / annulus median,
-mapped 3 → 0, 10 → 1) and the hexagon fit score (1 − 10 × rms residual / |G_M|). A map is
+Quality ∈ [0, 1]: the smaller of the moiré peaks' contrast score (median peak / median of the
+spectrum beyond 0.5 |G_M|, mapped 5 → 0, 15 → 1; the maxima of a white-noise spectrum reach ≈ 3–4)
+and the hexagon fit score (1 − 10 × rms residual / |G_M|). A map is
 ``in_range`` when quality ≥ 0.5 and the measured twist is within the transform's tolerance of the
 trained twist angle.
 """
@@ -53,6 +54,8 @@ from moireu.stm.ftldos import ImageTransform, ft_points, ftldos
 BRAGG_MIN_PEAKS = 6
 BRAGG_CONTRAST = 6.0
 QUALITY_MIN = 0.5
+#: moiré peak contrast (median peak / median of the whole spectrum beyond 0.5 |G_M|) mapped to 0 … 1
+CONTRAST_LO, CONTRAST_HI = 5.0, 15.0
 MIN_FOV_MOIRE = 2.0  # field of view ≥ 2 moiré periods
 
 
@@ -271,9 +274,10 @@ def measure_lattice(m: MapData, t: ImageTransform, spec: _Spectrum | None = None
     order = np.argsort(rel)
     gm, amp_m = gm[order], amp_m[order]
     M, res_m = _fit(gm, G)
-    bg = sp.annulus_median(0.5 * gm0, 2.0 * gm0)
+    bg = sp.annulus_median(0.5 * gm0, np.inf)  # the spectrum's median: background + noise
     contrast = float(np.median(amp_m) / bg) if bg > 0 else 0.0
-    q = min(float(np.clip((contrast - 3.0) / 7.0, 0.0, 1.0)), float(np.clip(1.0 - 10.0 * res_m / gm0, 0.0, 1.0)))
+    q = min(float(np.clip((contrast - CONTRAST_LO) / (CONTRAST_HI - CONTRAST_LO), 0.0, 1.0)),
+            float(np.clip(1.0 - 10.0 * res_m / gm0, 0.0, 1.0)))
     # 4. atomic lattice: Bragg peaks predicted by the rotation of the moiré fit only (a twist change
     # rescales the moiré, not the atoms), searched within ±6 % of |G| (piezo errors, heterostrain)
     atomic = False
