@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean paper
+
+# `make paper`: Tanksale & Stauber (arXiv:2602.18890) reproduced beside ours at the paper preset (i = 9),
+# resumable (rerun to continue); PAPER_ARGS overrides, e.g. a tiny check:
+#   make paper PAPER_OUT=runs/paper_tiny PAPER_ARGS="--set lattice.index=2 --set 'dataset.U_values=[0.0,3.0,6.0]' --doc runs/paper_tiny/paper-reproduction.md"
+PAPER_OUT ?= runs/paper
+PAPER_ARGS ?=
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,6 +23,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/moireu demo --out runs/demo
+
+paper: $(STAMP)
+	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

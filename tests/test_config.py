@@ -67,3 +67,26 @@ def test_apply_override_on_section_refused():
     with pytest.raises(InputError, match="is a section"):
         apply_override({}, "hf=3")
     assert MoireuConfig().hf.eps == 10.0
+
+
+@pytest.mark.parametrize("override", ["lattice.interlayer_distance=inf", "stm.tip_height=inf",
+                                      "stm.window_scale=inf", "dataset.U_values=[0,nan]", "stm.biases=[0.0, -inf]",
+                                      "hf.U=nan", "train.lr=inf", "analysis.t_hopping=nan"])
+def test_non_finite_numbers_refused_at_validation(override):
+    key = override.split("=")[0]
+    with pytest.raises(InputError, match=f"{key}.*finite number"):
+        load_config("demo", overrides=[override])
+
+
+def test_non_finite_in_a_config_file_refused(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[stm]\ntip_height = inf\n")
+    with pytest.raises(InputError, match="stm.tip_height.*finite"):
+        load_config("demo", config_file=f)
+
+
+def test_config_directory_is_named_as_such(tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        load_config("demo", config_file=tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        load_config("demo", config_file=tmp_path / "nope.toml")

@@ -24,7 +24,9 @@ from moireu.provenance import provenance, write_json_atomic, write_text_atomic
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    """A config section: unknown keys refused, immutable, every float finite (no inf/nan anywhere)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 def _mesh(v: Any) -> tuple[int, int]:
@@ -78,6 +80,60 @@ class HFConfig(_Section):
     _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
 
 
+def _range(v: Any) -> tuple[float, float]:
+    """A (lo, hi) range from a pair (or one number: lo = hi)."""
+    if isinstance(v, (int, float)):
+        v = (v, v)
+    v = tuple(float(x) for x in v)
+    if len(v) != 2 or not v[0] <= v[1]:
+        raise ValueError(f"expected a range [lo, hi] with lo ≤ hi, got {list(v)}")
+    return v  # type: ignore[return-value]
+
+
+class MeasurementConfig(_Section):
+    """Ranges of the simulated STM acquisition (:mod:`moireu.stm.measure`); each image draws one scan.
+
+    Ranges are ``[lo, hi]`` (uniform draws); ``*_max`` fields are symmetric bounds ``[-x, x]``.
+    Noise amplitudes are relative to the standard deviation of the clean map (SNR = 1/amplitude).
+    """
+
+    pixel_size: tuple[float, float] = Field((0.40, 0.50), description="pixel size range (Å); the map is "
+                                            "stm.map_pixels² pixels, so the field of view is pixels × size")
+    rotation_deg: tuple[float, float] = Field((0.0, 360.0), description="scan-frame rotation range (deg)")
+    tip_height_jitter: float = Field(0.2, ge=0.0, description="tip height = stm.tip_height ± this (Å)")
+    scale_error_max: float = Field(0.01, ge=0.0, lt=0.5, description="piezo calibration error per axis, "
+                                   "uniform in ±this (relative)")
+    heterostrain: tuple[float, float] = Field((0.0, 0.001), description="uniaxial heterostrain range (relative)")
+    twist_delta_max_deg: float = Field(0.02, ge=0.0, description="twist-angle deviation, uniform in ±this (deg)")
+    drift_max: float = Field(0.5, ge=0.0, description="thermal drift over one frame, uniform magnitude in "
+                             "[0, this] (Å), random direction")
+    creep_max: float = Field(0.0, ge=0.0, description="piezo creep amplitude along the slow axis, uniform in "
+                             "[0, this] (Å)")
+    noise_white: tuple[float, float] = Field((0.0, 0.05), description="white noise σ / map σ range")
+    noise_pink: tuple[float, float] = Field((0.0, 0.03), description="1/f (in scan time) noise σ / map σ range")
+    noise_lines: tuple[float, float] = Field((0.0, 0.03), description="scan-line offset σ / map σ range")
+    twist_tolerance_deg: float = Field(0.25, gt=0.0, description="maps whose measured twist differs from the "
+                                       "trained one by more are flagged out of range")
+    align: bool = Field(True, description="measure the lattice on each map and bring it to the training frame")
+
+    _ranges = field_validator("pixel_size", "rotation_deg", "heterostrain", "noise_white", "noise_pink",
+                              "noise_lines", mode="before")(lambda cls, v: _range(v))
+
+    @field_validator("pixel_size")
+    @classmethod
+    def _pixel(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] <= 0:
+            raise ValueError(f"pixel sizes must be positive (Å), got {list(v)}")
+        return v
+
+    @field_validator("heterostrain", "noise_white", "noise_pink", "noise_lines")
+    @classmethod
+    def _nonneg(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if v[0] < 0:
+            raise ValueError(f"must be ≥ 0, got {list(v)}")
+        return v
+
+
 class STMConfig(_Section):
     """LDOS, real-space maps and FT-LDOS images."""
 
@@ -86,13 +142,14 @@ class STMConfig(_Section):
     broadening: Literal["lorentzian", "gaussian"] = "lorentzian"
     kmesh: tuple[int, int] = Field((4, 4), description="k-mesh for the LDOS (denser than the SCF mesh is fine)")
     patch_cells: int = Field(6, ge=1, description="patch of P×P moiré cells")
-    tip_height: float = Field(3.0, gt=0.0, description="tip height for the rendered map (Å)")
-    map_pixels: int = Field(256, ge=8, description="rendered real-space map size")
+    tip_height: float = Field(3.0, gt=0.0, description="nominal tip height above the top layer (Å)")
+    map_pixels: int = Field(256, ge=8, description="rendered real-space map size (pixels per side)")
     n_pixels: int = Field(256, ge=8, description="FT-LDOS image size N×N")
     window_scale: float = Field(1.1, gt=0.0, description="k window: scale × (2π/a, 4π/(√3 a))")
     subtract_mean: bool = True
     log_scale: bool = False
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
+    measurement: MeasurementConfig = MeasurementConfig()
 
     _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
 
@@ -103,11 +160,13 @@ class DatasetConfig(_Section):
     U_values: tuple[float, ...] = Field(tuple(0.5 * i for i in range(13)), description="training U grid (eV)")
     fillings: tuple[float, ...] = (0.0,)
     biases: tuple[float, ...] = (0.0,)
-    n_offsets: int = Field(4, ge=1, description="random patch offsets per (U, ν, bias)")
-    rotations_deg: tuple[float, ...] = (0.0,)
+    n_offsets: int = Field(4, ge=1, description="random acquisitions (scans drawn from stm.measurement) per "
+                           "(U, ν, bias); every image has its own scan")
     heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
-    seed: int | None = Field(None, ge=0, description="seed of held-out U and patch variations (None: top-level seed)")
+    seed: int | None = Field(None, ge=0, description="seed of held-out U and of every scan draw (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
+    chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain (the chains, and with them "
+                                                  "the data, do not depend on the number of workers)")
     retry: bool = True
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
@@ -128,7 +187,7 @@ class DatasetConfig(_Section):
 class TrainConfig(_Section):
     """Regressor training."""
 
-    model: Literal["fc", "cnn", "resnet18"] = "cnn"
+    model: str = Field("cnn", description="a registered model variant (`moireu models`)")
     recipe: Literal["ours", "paper"] = "ours"
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -142,8 +201,12 @@ class TrainConfig(_Section):
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = False
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
-    val_fraction: float = Field(0.2, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)
+    split: Literal["variation", "paper"] = Field("variation", description="variation: train/val/cal/test by "
+                                                 "variation group (leak-free); paper: random 60/20/20, seed 42")
+    val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for early stopping")
+    cal_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the conformal "
+                                "interval and the out-of-distribution threshold")
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
     coverage: float = Field(0.9, gt=0.0, lt=1.0)
     loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
@@ -153,11 +216,27 @@ class TrainConfig(_Section):
     linear_skip: bool = Field(True, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
     skip_ridge_alpha: float = Field(0.1, ge=0.0, description="cnn linear skip: closed-form ridge read-out on "
                                     "per-pixel standardised inputs, frozen (α; 0 = learned from zero)")
+    pretrained_weights: str | None = Field(None, description="torchvision-format resnet18 state dict (.pth) "
+                                           "loaded before training (conv1 from the RGB mean; resnet18 variants)")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        # the choices are the model registry's names (imported lazily: torch only when a config is validated
+        # with a model name the registry must check)
+        from moireu.ml.models import available_models
+
+        if v not in available_models():
+            raise ValueError(f"unknown model {v!r}; choose one of {available_models()}")
+        return v
 
 
 class AnalysisConfig(_Section):
     """Analyses and report."""
 
+    mode: Literal["ours", "paper"] = Field("ours", description="paper: the reference analysis (PCA of per-U mean "
+                                           "images; baselines on high-passed z-scored images, PCA(3)+ridge/kernel "
+                                           "ridge, 80/20 split seed 101)")
     pca_components: int = Field(3, ge=1, description="k of the eigen-images and of the PCA-trajectory crossover")
     pca_max_components: int = Field(10, ge=1, description="components in the explained-variance plot")
     baseline_components: tuple[int, ...] = Field((3, 10), description="k of the PCA(k)+ridge/kernel-ridge baselines")
@@ -234,12 +313,16 @@ def preset_dict(name: str) -> dict[str, Any]:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise InputError(f"--config {str(path)!r} is a directory; give a TOML file (e.g. a run's config.toml)")
+    if not path.exists():
         raise InputError(f"config file {str(path)!r} does not exist")
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"config file {str(path)!r} cannot be read: {exc}") from None
 
 
 def _parse_value(text: str) -> Any:

@@ -43,12 +43,32 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+def current_umask() -> int:
+    """The process umask, read without changing it (``/proc/self/status``; else set-and-restore)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, create_parent: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename.
+
+    The file gets the mode of an ordinary new file (``0o666`` less the umask), not ``mkstemp``'s
+    0600. ``create_parent=False`` refuses to create a missing folder (``FileNotFoundError``).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_parent:
+        path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -61,14 +81,15 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+def write_text_atomic(path: str | os.PathLike, text: str, create_parent: bool = True) -> Path:
     """Text version of :func:`write_bytes_atomic`."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    return write_bytes_atomic(path, text.encode("utf-8"), create_parent)
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+def write_json_atomic(path: str | os.PathLike, obj: Any, create_parent: bool = True) -> Path:
     """Write ``obj`` as indented JSON, atomically."""
-    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
+    return write_text_atomic(path, text + "\n", create_parent)
 
 
 def _json_default(o: Any) -> Any:
@@ -109,3 +130,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` in which every non-finite float (NaN, ±inf) is ``None``: strict JSON (RFC 8259)
+    has no ``NaN``/``Infinity`` tokens, and ``json.dumps`` would write them."""
+    import math
+
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.ndarray):
+            return json_safe(obj.tolist())
+        if isinstance(obj, np.generic):
+            obj = obj.item()
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -84,7 +84,8 @@ def test_onset_bracket_on_a_grid():
 
 
 def test_combine_groups_disagreeing_estimates():
-    """Estimates that disagree are not averaged: the majority group is the headline, all are listed."""
+    """Estimates that disagree are not averaged; the headline is the group holding the HF moment onset
+    (the physical crossover), else the majority group; all groups are listed."""
     from moireu.analysis.crossover import CrossoverEstimate
 
     def est(u, err, q):
@@ -96,6 +97,10 @@ def test_combine_groups_disagreeing_estimates():
     c = combine_estimates(ests, resolution=0.5)
     assert not c["consistent"]
     assert [f["n"] for f in c["features"]] == [1, 4]
-    assert c["n"] == 4 and 5.3 < c["U_c"] < 5.6 and set(c["used"]) == {"a", "b", "c", "d"}
-    assert c["features"][0]["used"] == ["onset"] and c["features"][0]["U_c"] == pytest.approx(2.1)
+    assert c["n"] == 1 and c["used"] == ["onset"] and c["U_c"] == pytest.approx(2.1)
+    assert "onset" in c["headline_rule"]
+    assert set(c["features"][1]["used"]) == {"a", "b", "c", "d"} and 5.3 < c["features"][1]["U_c"] < 5.6
+    # without an onset estimate the group with most estimates leads
+    m = combine_estimates(ests[1:], resolution=0.5)
+    assert m["n"] == 4 and 5.3 < m["U_c"] < 5.6 and m["headline_rule"] == "the group with most estimates"
     assert all("unsupported" not in f["used"] for f in c["features"])

@@ -71,8 +71,13 @@ def test_report_contents(run_dir):
     n_img = html.count("<img ")
     assert n_img >= 10 and html.count("data:image/png;base64,") == n_img  # self-contained
     assert not re.search(r'<img [^>]*src="(?!data:)', html)
+    import html as _html
+
     for ref in REFERENCE:
-        assert ref["model"] in html
+        assert _html.escape(ref["model"]) in html
+    # the reference paper is named and its rows are marked as another system; the report leads with metrics
+    assert "arXiv:2602.18890" in html and "another system" in html
+    assert html.index('id="metrics"') < html.index('id="setup"')
     assert "0.14 ± 0.03" in html and "0.43" in html
     assert "0.210 ± 0.03" in html  # the model's eval metrics
     assert "PCA(3)+ridge" in html and "U_c" in html

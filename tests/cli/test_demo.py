@@ -9,7 +9,7 @@ import sys
 import pytest
 
 TINY = ["lattice.index=1", "dataset.U_values=[0.0, 2.0, 4.0, 6.0]", "dataset.heldout=2", "dataset.n_offsets=5",
-        "dataset.biases=[0.0]", "stm.n_pixels=16", "stm.patch_cells=2", "stm.kmesh=[2, 2]", "hf.kmesh=[2, 2]",
+        "dataset.biases=[0.0]", "stm.n_pixels=16", "stm.map_pixels=128", "stm.kmesh=[2, 2]", "hf.kmesh=[2, 2]",
         "train.epochs=2", "train.ensemble=2", "train.input_size=0", "analysis.n_bootstrap=5",
         "analysis.attribution_per_u=2", "analysis.baseline_components=[2]", "analysis.pca_components=2",
         "analysis.pca_max_components=4"]

@@ -12,17 +12,23 @@ import time
 import uuid
 from pathlib import Path
 
+
 import numpy as np
 
 from moireu.data.tasks import Rendered
 
 N_PIX = 8
+N_ATOM = 4
 
 
 class FakeBackend:
     def __init__(self, log_dir: str | None = None, solve_seconds: float = 0.0, render_seconds: float = 0.0,
                  fail_U: tuple[float, ...] = (), unconverged_first: tuple[float, ...] = (),
-                 never_converge: tuple[float, ...] = ()) -> None:
+                 never_converge: tuple[float, ...] = (), io_error_U: tuple[float, ...] = (),
+                 contract: bool = False, tag_kT: bool = False) -> None:
+        self.io_error_U = io_error_U
+        self.contract = contract
+        self.tag_kT = tag_kT
         self.log_dir = log_dir
         self.solve_seconds = solve_seconds
         self.render_seconds = render_seconds
@@ -41,6 +47,8 @@ class FakeBackend:
         time.sleep(self.solve_seconds)
         if any(abs(point.U - u) < 1e-9 for u in self.fail_U):
             raise RuntimeError(f"synthetic failure at U={point.U}")
+        if any(abs(point.U - u) < 1e-9 for u in self.io_error_U):
+            raise OSError(28, "No space left on device (synthetic)")
         retry = bool(hf_overrides)
         converged = not any(abs(point.U - u) < 1e-9 for u in self.never_converge)
         if not retry and any(abs(point.U - u) < 1e-9 for u in self.unconverged_first):
@@ -48,7 +56,7 @@ class FakeBackend:
         m = 0.5 * np.tanh(max(point.U - 2.0, 0.0))
         tmp = out.with_name(f".{out.name}.tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, U=point.U, m=m, warm=warm is not None)
+            np.savez(fh, U=point.U, m=m, warm=warm is not None, kT=cfg.hf.kT)
         os.replace(tmp, out)
         return {"converged": converged, "iterations": 3 if warm is not None else 10, "seconds": 0.01,
                 "fermi_level_eV": 0.1, "max_moment": m, "staggered_moment": m, "charge_spread": 0.01 * point.U,
@@ -59,17 +67,28 @@ class FakeBackend:
         time.sleep(self.render_seconds)
         with np.load(result) as z:
             m = float(z["m"])
+            tag = 1000.0 * float(z["kT"]) if self.tag_kT else 0.0
         k = np.linspace(-1.0, 1.0, N_PIX)
         kx, ky = np.meshgrid(k, k)
         imgs, ox, oy = [], [], []
         for s in specs:
-            v = s.variation
-            img = (point.U + 10 * s.bias + m) * np.exp(-((kx - 0.3 * v.f1) ** 2 + (ky - 0.3 * v.f2) ** 2))
-            imgs.append(np.rot90(img, int(v.rotation_deg // 90)))
-            ox.append(10.0 * v.f1)
-            oy.append(10.0 * v.f2)
-        return Rendered(np.asarray(imgs, np.float32), k, k, np.asarray(ox), np.asarray(oy),
-                        {"kind": "fake", "n_pixels": N_PIX})
+            f1, f2 = (0.37 * s.variation.id) % 1.0, (0.61 * s.variation.id) % 1.0
+            img = (point.U + 10 * s.bias + m + tag) * np.exp(-((kx - 0.3 * f1) ** 2 + (ky - 0.3 * f2) ** 2))
+            imgs.append(np.rot90(img, s.variation.id % 4))
+            ox.append(10.0 * f1)
+            oy.append(10.0 * f2)
+        params = {"scan_origin_x": np.asarray(ox), "scan_origin_y": np.asarray(oy),
+                  "scan_rotation_deg": np.array([90.0 * (s.variation.id % 4) for s in specs])}
+        if not self.contract:
+            return Rendered(np.asarray(imgs, np.float32), k, k, params, {"kind": "fake", "n_pixels": N_PIX})
+        levels = sorted({s.bias for s in specs})
+        ldos = np.array([[point.U + b + m * (-1) ** a for a in range(N_ATOM)] for b in levels])
+        geometry = {"atom_xyz": np.arange(3 * N_ATOM, dtype=float).reshape(N_ATOM, 3),
+                    "atom_layer": np.array([0, 0, 1, 1]), "atom_sublattice": np.array([0, 1, 0, 1]),
+                    "cell": np.array([[10.0, 0.0], [5.0, 8.66]])}
+        params["align_quality"] = np.linspace(0.5, 1.0, len(specs))
+        return Rendered(np.asarray(imgs, np.float32), k, k, params, {"kind": "fake", "n_pixels": N_PIX},
+                        ldos=ldos, biases=np.asarray(levels, float), geometry=geometry)
 
 
 def calls(log_dir, what: str) -> list[str]:

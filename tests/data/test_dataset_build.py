@@ -32,7 +32,7 @@ def test_store_contract_and_metadata(tmp_path):
     assert ds["image"].dims == ("sample", "ky", "kx") and ds["image"].dtype == np.float32
     assert ds["image"].shape == (24, 8, 8)
     for v, dt in [("U", np.float64), ("filling", np.float64), ("bias", np.float64), ("variation", np.int32),
-                  ("offset_x", np.float64), ("offset_y", np.float64), ("rotation_deg", np.float64),
+                  ("scan_origin_x", np.float64), ("scan_origin_y", np.float64), ("scan_rotation_deg", np.float64),
                   ("hf_converged", bool), ("hf_iterations", np.int32), ("hf_max_moment", np.float64),
                   ("hf_staggered_moment", np.float64), ("hf_charge_spread", np.float64),
                   ("hf_total_energy", np.float64), ("hf_gap", np.float64), ("kx", np.float64), ("ky", np.float64)]:
@@ -48,8 +48,8 @@ def test_store_contract_and_metadata(tmp_path):
     m = ds["hf_max_moment"].values
     np.testing.assert_allclose(img.max(axis=(1, 2)),
                                (ds["U"].values + 10 * ds["bias"].values + m) *
-                               np.exp(-np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["offset_x"].values[:, None] / 10) ** 2, 1)
-                                      - np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["offset_y"].values[:, None] / 10) ** 2, 1)),
+                               np.exp(-np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["scan_origin_x"].values[:, None] / 10) ** 2, 1)
+                                      - np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["scan_origin_y"].values[:, None] / 10) ** 2, 1)),
                                rtol=1e-5)
     np.testing.assert_allclose(m, 0.5 * np.tanh(np.maximum(ds["U"].values - 2, 0)))
     # warm starts: the heads of the 2 chains start cold (10 iterations), the rest warm (3)

@@ -92,7 +92,7 @@ def test_sigkill_then_resume(tmp_path, n_solves, n_images):
     build_dataset(cfg, ref, backend=FakeBackend(), processes=False, workers=2, progress=False)
     r = open_store(ref)
     np.testing.assert_array_equal(ds["image"].values, r["image"].values)
-    for v in ("U", "filling", "bias", "variation", "offset_x", "offset_y", "split", "hf_max_moment"):
+    for v in ("U", "filling", "bias", "variation", "scan_origin_x", "scan_origin_y", "split", "hf_max_moment"):
         np.testing.assert_array_equal(ds[v].values, r[v].values)
     assert ds.attrs["config"] == r.attrs["config"]
 

@@ -82,9 +82,31 @@ def test_build_kill_resume_reopen(tmp_path):
     assert np.all(ds["hf_max_moment"].values[u0] < 1e-6)  # no moment without interaction
     held = ds["U"].values[ds["split"].values == "heldout"]
     assert len(np.unique(held)) == 4 and np.all((held > 0) & (held < 5))
-    # same U, same bias → variations are different patches of the same solution
+    # same U, same bias → variations are different acquisitions of the same solution
     a, b = ds["image"].values[u0]
     assert not np.array_equal(a, b)
+    assert len(np.unique(ds["scan_rotation_deg"].values)) == 12  # a fresh scan per image
+    # alignment measured the trained twist on every image (i = 1: 21.79°)
+    np.testing.assert_allclose(ds["measured_twist_deg"].values, 21.787, atol=0.1)
+    assert np.all(ds["align_quality"].values > 0.5)
+    # per-point LDOS + geometry (contract D): the stored LDOS re-renders an image without HF
+    assert ds["ldos"].dims == ("point", "bias_level", "atom") and ds["ldos"].shape == (6, 1, 28)
+    assert ds["atom_xyz"].shape == (28, 3) and ds["cell"].shape == (2, 2)
+    sp = ds["sample_point"].values
+    np.testing.assert_array_equal(ds["point_U"].values[sp], ds["U"].values)
+    from moireu.data.plan import SolvePoint, point_hash
+    from moireu.stm.align import map_to_image
+    from moireu.stm.measure import MeasurementSpec, draw_scan, scan_rng, simulate_map
+
+    geom = {"positions": ds["atom_xyz"].values, "cell": ds["cell"].values, "layer": ds["atom_layer"].values,
+            "sublattice": ds["atom_sublattice"].values}
+    spec = MeasurementSpec.from_config(cfg.stm, ds["cell"].values)
+    for j in (0, 7):  # the seed contract: the stored acquisition is re-drawn and re-rendered exactly
+        pt = SolvePoint(str(ds["split"].values[j]), float(ds["U"].values[j]), float(ds["filling"].values[j]))
+        scan = draw_scan(scan_rng(cfg.seed, point_hash(pt), 0, int(ds["variation"].values[j])), spec)
+        assert scan.rotation_deg == ds["scan_rotation_deg"].values[j]
+        img, _ = map_to_image(simulate_map(geom, ds["ldos"].values[sp[j], 0], scan), t)
+        np.testing.assert_allclose(img.values, ds["image"].values[j], atol=1e-4)
     # info and export
     r = invoke("dataset", "info", str(out), "--json")
     assert r.exit_code == 0, r.output
@@ -141,3 +163,63 @@ def test_cli_exits_1_when_points_fail(tmp_path, monkeypatch):
     assert rep["failures"][0]["attempts"][1]["hf_overrides"]["mixer"] == "linear"
     ds = open_store(out)
     assert ds.sizes["sample"] == 2 and json.loads(ds.attrs["failures"])[0]["U"] == 5.0
+
+
+def test_ctrl_c_is_one_line_and_resumable(tmp_path):
+    """Issue 13 defect 8: Ctrl-C during a LocalCluster build prints one `error:` line (no worker tracebacks)."""
+    out = tmp_path / "ds.zarr"
+    p = cli(*build_args(out), wait=False)
+    solves = work_dir_for(out) / "solves"
+    t0 = time.time()
+    while not (solves.is_dir() and any(solves.glob("*.json"))):
+        assert p.poll() is None and time.time() - t0 < 240
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    err = err.decode()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"error: interrupted; nothing was published — the finished points are kept in "
+        f"{str(work_dir_for(out))!r}, rerun the same command to resume"], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("extra,code,msg", [
+    (["--scheduler", "tcp//nohost"], 2, "is not a dask scheduler address"),
+    (["--out", "/proc/moireu/ds.zarr"], 2, "cannot write next to --out"),
+    (["--set", "dataset.U_values=[0.0, nan]"], 2, "finite number"),
+    (["--config", "."], 2, "is a directory"),
+])
+def test_cli_errors_are_one_line(tmp_path, extra, code, msg):
+    rc, _, err = cli(*build_args(tmp_path / "ds.zarr", *extra))
+    assert rc == code and f"error: " in err and msg in err and "Traceback" not in err, err
+
+
+def test_cli_no_workers_and_disk_full_exit_1(tmp_path, monkeypatch):
+    from dask.distributed import LocalCluster
+
+    import moireu.data.store as st
+
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp://", dashboard_address=":0") as cluster:
+        rc, _, err = cli(*build_args(tmp_path / "a.zarr", "--scheduler", cluster.scheduler_address,
+                                     "--worker-timeout", "1"))
+    assert rc == 1 and "error: no dask worker joined" in err and "Traceback" not in err, err
+    assert not (tmp_path / "a.zarr").exists() and not work_dir_for(tmp_path / "a.zarr").exists()
+
+    def full(ds, out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(st, "write_store", full)
+    r = invoke(*build_args(tmp_path / "b.zarr", "--threads", "--set", "dataset.heldout=0"))
+    assert r.exit_code == 1 and "error: writing the store" in r.output and "No space left" in r.output, r.output
+
+
+def test_cli_damaged_store_is_an_error_line(tmp_path):
+    out = tmp_path / "ds.zarr"
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0"))
+    assert r.exit_code == 0, r.output
+    for chunk in (out / "hf_gap").rglob("c/*"):
+        chunk.write_bytes(chunk.read_bytes()[:5])
+    rc, _, err = cli("dataset", "info", str(out))
+    assert rc == 2 and "error: dataset store" in err and "damaged" in err and "Traceback" not in err, err

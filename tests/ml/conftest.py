@@ -18,7 +18,8 @@ import pytest
 
 
 def synthetic_images(U: np.ndarray, n_pixels: int = 32, seed: int = 0, jitter: float = 0.05,
-                     floor: float = 0.05) -> np.ndarray:
+                     floor: float = 0.05, satellite_radius: float = 0.3) -> np.ndarray:
+    """``satellite_radius``: |k| of the moiré satellites (∝ twist angle; 0.3 in every store)."""
     rng = np.random.default_rng(seed)
     k = np.linspace(-1.0, 1.0, n_pixels)
     kx, ky = np.meshgrid(k, k)
@@ -32,7 +33,8 @@ def synthetic_images(U: np.ndarray, n_pixels: int = 32, seed: int = 0, jitter: f
             amp_b = 1.0 * (1 + jitter * rng.standard_normal())
             img += amp_b * np.exp(-((kx - 0.7 * math.cos(a)) ** 2 + (ky - 0.7 * math.sin(a)) ** 2) / (2 * width**2))
             sat = (0.4 + 0.5 * s if j % 2 == 0 else 0.4 - 0.2 * s) * (1 + jitter * rng.standard_normal())
-            img += sat * np.exp(-((kx - 0.3 * math.cos(a + 0.3)) ** 2 + (ky - 0.3 * math.sin(a + 0.3)) ** 2)
+            r = satellite_radius
+            img += sat * np.exp(-((kx - r * math.cos(a + 0.3)) ** 2 + (ky - r * math.sin(a + 0.3)) ** 2)
                                 / (2 * width**2))
         img += 0.15 * (u / 6.0) * np.exp(-(kx**2 + ky**2) / 0.1)  # a faint smooth centre feature
         img += floor * np.abs(rng.standard_normal(img.shape))
@@ -40,7 +42,7 @@ def synthetic_images(U: np.ndarray, n_pixels: int = 32, seed: int = 0, jitter: f
     return out
 
 
-def make_store(path: Path, U_values=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), n_per_U: int = 6, n_pixels: int = 32,
+def make_store(path: Path, U_values=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), n_per_U: int = 12, n_pixels: int = 32,
                heldout: int = 6, seed: int = 0, with_nan: bool = False, splits: str = "both") -> Path:
     import xarray as xr
 
@@ -51,6 +53,10 @@ def make_store(path: Path, U_values=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), n_per_U
     split = np.array(["grid"] * len(U_grid) + ["heldout"] * len(U_held), dtype=object)
     if splits == "heldout":
         U, split = U_held, split[len(U_grid):]
+    # like a dataset store: acquisition draw v = 0..n_per_U−1 at every grid U, the held-out set its own draws
+    variation = np.concatenate([np.tile(np.arange(n_per_U), len(U_values)), np.arange(heldout)]).astype(np.int32)
+    if splits == "heldout":
+        variation = variation[len(U_grid):]
     images = synthetic_images(U, n_pixels, seed=seed)
     if with_nan:
         images[1, 3, 4] = np.nan
@@ -61,7 +67,7 @@ def make_store(path: Path, U_values=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0), n_per_U
     ds = xr.Dataset(
         {"image": (("sample", "ky", "kx"), images), "U": ("sample", U), "split": ("sample", split),
          "filling": ("sample", np.zeros(n)), "bias": ("sample", np.zeros(n)),
-         "variation": ("sample", np.arange(n, dtype=np.int32))},
+         "variation": ("sample", variation)},
         coords={"kx": kx, "ky": kx},
         attrs={"config": json.dumps({"seed": seed}), "image_transform": json.dumps(transform)},
     )

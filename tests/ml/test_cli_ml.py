@@ -39,7 +39,7 @@ def test_evaluate_json_and_robustness(run_dir, store):
     r = invoke("evaluate", run_dir, store, "--split", "test", "--json")
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
-    assert {"mae", "rmse", "r2", "coverage90", "n", "per_U"} <= set(res) and res["n"] == 7
+    assert {"mae", "rmse", "r2", "coverage90", "n", "per_U"} <= set(res) and res["n"] == 14
     r = invoke("evaluate", run_dir, store, "--split", "heldout", "--augment", "all", "--json")
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["robustness"]
@@ -49,10 +49,16 @@ def test_evaluate_json_and_robustness(run_dir, store):
 
 
 def _predict(run_dir, path, *extra):
+    """Predict through the CLI: exit 0 in distribution, 3 (and a warning) out of it; the JSON either way."""
     r = invoke("predict", run_dir, path, "--json", *extra)
-    assert r.exit_code == 0, (r.output, r.exception)
+    assert r.exit_code in (0, 3), (r.output, r.exception)
     res = json.loads(r.stdout)
+    assert (r.exit_code == 0) == res["in_distribution"]
     assert res["U_low"] <= res["U"] <= res["U_high"] and len(res["members"]) == 2
+    assert res["U_range"][0] <= res["U"] <= res["U_range"][1]
+    if r.exit_code == 3:
+        assert "warning" in r.stderr and res["ood_reasons"]
+        assert [res["U_low"], res["U_high"]] == res["U_range"]  # out of distribution: no claim beyond the range
     return res
 
 
@@ -117,3 +123,18 @@ def test_predict_refuses_bad_maps(run_dir, tmp_path):
     assert isinstance(r.exception, InputError)
     r = invoke("predict", tmp_path / "no_run", tmp_path / "nan.npy")
     assert isinstance(r.exception, InputError) and "does not exist" in str(r.exception)
+
+
+def test_models_command_lists_the_registry():
+    r = invoke("models", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert rows["cnn_paper"]["parameters"] == 320_609 and rows["cnn_paper"]["recipe"] == "paper"
+    assert rows["cnn_mild"]["train"] == {"augment": "mild"}
+    t = invoke("models")
+    assert t.exit_code == 0 and "320,609" in t.output and "resnet18_paper" in t.output
+
+
+def test_paper_images_command_refuses_a_store_without_ldos(store, tmp_path):
+    r = invoke("dataset", "paper-images", store, "--out", tmp_path / "p.zarr")
+    assert r.exit_code != 0 and isinstance(r.exception, InputError) and "contract D" in str(r.exception)

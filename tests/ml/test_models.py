@@ -1,5 +1,7 @@
 """Model registry: shapes, layouts, Grad-CAM layer names, an overfit check."""
 
+import math
+
 import pytest
 import torch
 
@@ -120,3 +122,127 @@ def test_linear_skip_starts_at_zero_and_is_linear_in_the_pixels():
         torch.testing.assert_close(m(x) - base(x), 0.5 * x.flatten(1).sum(1))
     with pytest.raises(InputError, match="linear skip"):
         m(torch.randn(1, 1, 8, 8))
+
+
+def test_registry_lists_every_variant_with_counts_and_recipes():
+    from moireu.ml.models import available_models, list_models, model_spec
+
+    rows = {r["name"]: r for r in list_models()}
+    assert list(rows) == available_models()
+    assert {"fc", "cnn", "cnn_mild", "resnet18", "cnn_paper", "resnet18_paper"} <= set(rows)
+    assert rows["cnn_paper"]["parameters"] == 320_609 and rows["cnn_paper"]["recipe"] == "paper"
+    assert rows["resnet18_paper"]["recipe"] == "paper" and rows["resnet18"]["recipe"] == "ours"
+    # cnn_mild is the cnn class with arguments, not a copy
+    assert model_spec("cnn_mild").builder is model_spec("cnn").builder and rows["cnn_mild"]["train"] == {"augment": "mild"}
+    # the full-width resnet18_paper has torchvision's count less the RGB stem and the 1000-way fc
+    assert rows["resnet18_paper"]["parameters"] == 11_689_512 - 2 * 64 * 49 - (512 * 1000 + 1000) + (512 + 1)
+
+
+def test_register_model_refuses_duplicates_and_unknown_arguments():
+    from moireu.ml.models import register_model
+
+    with pytest.raises(InputError, match="registered twice"):
+        register_model("cnn")(ConvNetLike)
+    with pytest.raises(InputError, match="takes no argument"):
+        register_model("x_new", depth=3)(ConvNetLike)
+
+
+class ConvNetLike(torch.nn.Module):
+    def __init__(self, width: int = 2) -> None:
+        super().__init__()
+
+
+def test_config_model_choices_come_from_the_registry():
+    from moireu.config import load_config
+
+    assert load_config("demo", None, ['train.model="cnn_paper"']).train.model == "cnn_paper"
+    with pytest.raises(InputError, match="cnn_paper"):  # the message lists the registry's names
+        load_config("demo", None, ['train.model="vgg"'])
+
+
+def test_cnn_paper_layout_parameter_count_and_init():
+    from moireu.ml.models import PaperCNN
+
+    torch.manual_seed(0)
+    m = create_model("cnn_paper")
+    assert isinstance(m, PaperCNN) and sum(p.numel() for p in m.parameters()) == 320_609
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64, 128, 128]
+    # Kaiming-normal, fan-out: std = sqrt(2 / (c_out · 3 · 3)); biases zero
+    w = convs[-1].weight.detach()
+    assert abs(float(w.std()) - math.sqrt(2 / (128 * 9))) < 0.05 * math.sqrt(2 / (128 * 9))
+    assert all(float(c.bias.detach().abs().max()) == 0 for c in convs)
+    lin = [x for x in m.modules() if isinstance(x, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in lin] == [(128, 256), (256, 1)]
+    assert abs(float(lin[0].weight.detach().std()) - math.sqrt(2 / 256)) < 0.05 * math.sqrt(2 / 256)
+
+
+def test_paper_models_clamp_inside_forward_and_use_unit_features():
+    for name, kw in (("cnn_paper", {"width": 4, "hidden": 8}), ("resnet18_paper", {"width": 4})):
+        torch.manual_seed(1)
+        m = create_model(name, **kw)
+        last = m.head[-1] if name == "cnn_paper" else m.fc
+        with torch.no_grad():
+            last.bias.fill_(-100.0)  # every pre-clamp output negative
+        m.train()
+        x = torch.randn(4, 1, 32, 32, requires_grad=True)
+        y = m(x)
+        assert torch.equal(y, torch.zeros(4))  # clamped in training mode too
+        y.sum().backward()
+        assert float(x.grad.abs().max()) == 0.0  # a clamped prediction carries no gradient
+        # L2-normalised features: scaling the last feature map does not change the output
+        mod = m.features if name == "cnn_paper" else m.layer4
+        h = mod.register_forward_hook(lambda _m, _i, o: o * 7.0)
+        with torch.no_grad():
+            last.bias.fill_(5.0)
+            m.eval()
+            a = m(x.detach())
+            h.remove()
+            b = m(x.detach())
+        assert torch.allclose(a, b, atol=1e-5)
+    assert create_model("resnet18_paper").dropout.p == 0.0
+
+
+def _torchvision_resnet18_state(seed=0):
+    """A state dict with torchvision's resnet18 names and shapes (3-channel stem, 1000-way fc)."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in ResNet18(width=64).state_dict().items():
+        shape = tuple(v.shape)
+        if k == "conv1.weight":
+            shape = (64, 3, 7, 7)
+        elif k == "fc.weight":
+            shape = (1000, 512)
+        elif k == "fc.bias":
+            shape = (1000,)
+        sd[k] = v.clone() if v.dtype == torch.long else torch.randn(shape, generator=g)
+    return sd
+
+
+def test_pretrained_resnet18_weights_load_with_rgb_mean_stem(tmp_path):
+    from moireu.ml.models import load_resnet18_weights
+
+    sd = _torchvision_resnet18_state()
+    torch.save(sd, tmp_path / "r18.pth")
+    torch.manual_seed(0)
+    m = create_model("resnet18_paper")
+    fc_before = m.fc.weight.clone()
+    rep = load_resnet18_weights(m, tmp_path / "r18.pth")
+    assert torch.allclose(m.conv1.weight, sd["conv1.weight"].mean(1, keepdim=True))
+    assert torch.equal(m.layer3[0].downsample[0].weight, sd["layer3.0.downsample.0.weight"])
+    assert torch.equal(m.fc.weight, fc_before) and "fc.weight" in rep["skipped"]
+    assert rep["loaded"] == len(m.state_dict()) - 2
+    # errors: missing file, not a state dict, wrong shapes, missing keys, wrong model
+    with pytest.raises(InputError, match="does not exist"):
+        load_resnet18_weights(m, tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="cannot be read"):
+        load_resnet18_weights(m, tmp_path / "junk.pth")
+    with pytest.raises(InputError, match="wrong shapes"):
+        load_resnet18_weights(create_model("resnet18_paper", width=32), tmp_path / "r18.pth")
+    del sd["layer4.1.bn2.running_var"]
+    torch.save(sd, tmp_path / "short.pth")
+    with pytest.raises(InputError, match="lack 1 tensor"):
+        load_resnet18_weights(m, tmp_path / "short.pth")
+    with pytest.raises(InputError, match="torchvision resnet18"):
+        load_resnet18_weights(create_model("cnn_paper"), tmp_path / "r18.pth")

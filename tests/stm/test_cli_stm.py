@@ -9,7 +9,7 @@ import xarray as xr
 from moireu.errors import InputError
 
 SETS = ["lattice.index=2", "hf.kmesh=[2,2]", "stm.kmesh=[2,2]", "stm.patch_cells=3", "stm.n_pixels=16",
-        "stm.map_pixels=24"]
+        "stm.map_pixels=80"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,17 @@ def test_stm_command_writes_images(hf_results, tmp_path):
     s = json.loads((out / "stm.json").read_text())
     assert s["biases_eV"] == [0.0, 0.002] and s["n_pixels"] == 16
     # θ = 13.2°: two of the rotated layer's six first-shell peaks fall just outside the window
-    assert s["n_atoms_patch"] == 9 * 76 and s["n_bragg_peaks"] == 10
+    assert s["n_bragg_peaks"] == 10 and s["scan"]["pixels"] == 80
+    assert all(a["in_range"] and abs(a["twist_deg"] - 13.17) < 0.1 for a in s["align"])
+    # a finished run is kept, also with --json, unless --force
+    r = _run(["stm", str(hf_results / "good.nc"), "--bias", "0", "--out", str(out), "--json"])
+    assert isinstance(r.exception, InputError) and "--force" in str(r.exception)
+    assert json.loads((out / "stm.json").read_text())["biases_eV"] == [0.0, 0.002]
+    # the written map + sidecar is a predict input that gives back the stored image
+    from moireu.stm import ImageTransform, user_map_image
+
+    back, _ = user_map_image(out / "map_p0_000meV.npy", ImageTransform.from_dict(s["image_transform"]))
+    np.testing.assert_allclose(back.values, np.load(out / "ftldos_p0_000meV.npy"), atol=1e-4)
     with xr.open_dataset(out / "ftldos.nc") as ds:
         img = ds["ftldos"].load()
     assert img.dims == ("bias", "ky", "kx") and img.dtype == np.float32 and img.shape == (2, 16, 16)
@@ -72,7 +82,7 @@ def test_stm_command_refusals(hf_results, tmp_path):
     assert isinstance(r.exception, InputError) and "outside the computed spectrum" in str(r.exception)
     r = _run(["stm", str(hf_results / "good.nc"), "--out", str(tmp_path / "d"), "--set", "stm.n_pixels=4"])
     assert isinstance(r.exception, InputError) and "stm.n_pixels" in str(r.exception)
-    r = _run(["stm", str(hf_results / "good.nc"), "--out", str(tmp_path / "e"), "--set", "stm.patch_cells=0"])
-    assert isinstance(r.exception, InputError) and "stm.patch_cells" in str(r.exception)
+    r = _run(["stm", str(hf_results / "good.nc"), "--out", str(tmp_path / "e"), "--set", "stm.map_pixels=4"])
+    assert isinstance(r.exception, InputError) and "stm.map_pixels" in str(r.exception)
     r = _run(["stm", str(hf_results / "good.nc"), "--out", str(tmp_path / "f"), "--bias", "zero"])
     assert isinstance(r.exception, InputError) and "meV" in str(r.exception)

@@ -293,8 +293,11 @@ def combine_estimates(estimates: list[CrossoverEstimate], err_floor: float = 0.0
     ``err_floor``, noise-free curves would otherwise take all weight), its error inflated by the Birge
     ratio √(χ²/(n−1)) when the members scatter more than their errors.
 
-    The headline ``U_c`` is the feature supported by most estimates (ties: the lower U); all features
-    are listed under ``features`` and ``consistent`` says whether there is only one.
+    The headline ``U_c`` is the feature that holds the HF moment onset when that estimate is supported
+    (the order parameter of the mean-field state is the physical definition of the crossover; the
+    image-based estimates are judged against it), else the feature supported by most estimates
+    (ties: the lower U); all features are listed under ``features`` and ``consistent`` says whether
+    there is only one. ``headline_rule`` names the rule used.
     """
     ok = sorted((e for e in estimates if e.supported and e.U_c_err is not None), key=lambda e: e.U_c)
     if not ok:
@@ -318,10 +321,14 @@ def combine_estimates(estimates: list[CrossoverEstimate], err_floor: float = 0.0
         mean, err = _weighted(g, err_floor)
         features.append({"U_c": mean, "U_c_err": err, "U_c_over_t": mean / t, "U_c_over_t_err": err / t,
                          "n": len(g), "used": [e.quantity for e in g]})
-    head = max(features, key=lambda f: (f["n"], -f["U_c"]))
+    onset = [f for f in features if any("onset" in q for q in f["used"])]
+    if onset:
+        head, rule = onset[0], "the group holding the HF moment onset"
+    else:
+        head, rule = max(features, key=lambda f: (f["n"], -f["U_c"])), "the group with most estimates"
     u = np.array([e.U_c for e in ok])
     return {**head, "spread": float(u.max() - u.min()), "features": features, "consistent": len(features) == 1,
-            "resolution": float(resolution),
+            "resolution": float(resolution), "headline_rule": rule,
             "method": f"supported estimates grouped by 2σ agreement (σ floored at {err_floor} eV, plus the U-grid "
                       f"resolution h/√12, h = {resolution:.3g} eV); inverse-variance mean per group; headline = "
-                      "the group with most estimates"}
+                      f"{rule}"}

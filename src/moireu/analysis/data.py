@@ -1,4 +1,4 @@
-"""Read the arrays the analyses need from a dataset store (the contract in docs/ARCHITECTURE.md)."""
+"""Read the arrays the analyses need from a dataset store, through the one reader of :mod:`moireu.data.schema`."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from moireu.data import schema as sc
 from moireu.errors import InputError
 
 from .kspace import twist_angle_deg
 
-HF_VARIABLES = ("hf_max_moment", "hf_staggered_moment", "hf_charge_spread", "hf_total_energy", "hf_gap")
+HF_VARIABLES = tuple(f"hf_{k}" for k in sc.HF_ORDER_PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -70,18 +71,6 @@ class AnalysisData:
         return self.split == "heldout"
 
 
-def _open(path: Path):
-    try:
-        from moireu.data import open_store  # the dataset stage's reader when present
-    except ImportError:
-        open_store = None
-    if open_store is not None:
-        return open_store(path)
-    import xarray as xr
-
-    return xr.open_zarr(path)
-
-
 def load_store(path: str | Path) -> AnalysisData:
     """Load images, labels, coordinates and order parameters of the store at ``path``.
 
@@ -90,26 +79,13 @@ def load_store(path: str | Path) -> AnalysisData:
     InputError
         When the path is missing or a required variable (``image``, ``U``, ``kx``, ``ky``) is absent.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset store {str(path)!r} does not exist")
-    try:
-        ds = _open(path)
-    except InputError:
-        raise
-    except Exception as exc:  # zarr/xarray raise many kinds
-        raise InputError(f"{str(path)!r} is not a readable dataset store: {exc}") from None
-    missing = [v for v in ("image", "U", "kx", "ky") if v not in ds.variables]
-    if missing:
-        raise InputError(f"dataset store {str(path)!r} lacks {', '.join(missing)}; a moireu store holds "
-                         "image(sample, ky, kx), U(sample), kx, ky (see docs/ARCHITECTURE.md)")
-    img = ds["image"].transpose("sample", "ky", "kx").values.astype(np.float32)
-    n = img.shape[0]
-    U = np.asarray(ds["U"].values, float)
-    split = (np.asarray(ds["split"].values).astype(str) if "split" in ds.variables
-             else np.full(n, "grid"))
-    rot = (np.asarray(ds["rotation_deg"].values, float) if "rotation_deg" in ds.variables else np.zeros(n))
-    hf = {v: np.asarray(ds[v].values, float) for v in HF_VARIABLES if v in ds.variables}
+    ds = sc.open_store(path)
+    sc.require(ds, ("image", "U", "kx", "ky"), "the analyses")
+    img = sc.values(ds, "image").astype(np.float32, copy=False)
+    U = sc.values(ds, "U").astype(float)
+    split = np.asarray(ds["split"].values).astype(str)
+    rot = sc.scan_rotation(ds)
+    hf = {v: sc.values(ds, v).astype(float) for v in HF_VARIABLES if v in ds.variables}
     attrs = dict(ds.attrs)
     cfg = attrs.get("config", {})
     if isinstance(cfg, str):
@@ -119,5 +95,5 @@ def load_store(path: str | Path) -> AnalysisData:
             cfg = {}
     if not np.all(np.isfinite(img)):
         raise InputError(f"dataset store {str(path)!r} holds non-finite image values")
-    return AnalysisData(img, U, split, np.asarray(ds["kx"].values, float), np.asarray(ds["ky"].values, float),
+    return AnalysisData(img, U, split, sc.values(ds, "kx").astype(float), sc.values(ds, "ky").astype(float),
                         rot, hf, cfg if isinstance(cfg, dict) else {}, attrs)

@@ -13,11 +13,12 @@ from moireu.config import AnalysisConfig
 from moireu.errors import InputError
 from moireu.provenance import provenance, write_json_atomic
 
-from . import figures as F
+from moireu.plot import analysis as F
 from .baselines import fit_baselines
 from .crossover import combine_estimates, order_parameter_crossover, order_parameter_onset, trajectory_crossover
 from .data import AnalysisData, load_store
 from .interpret import attention_profile, attribution_maps, average_per_u_bin, sample_geometries
+from .paper import paper_baselines, paper_pca
 from .pca import fit_pca, projections_vs_u, variance_maps
 from .similarity import cosine_similarity_matrix, unique_u
 
@@ -50,7 +51,10 @@ def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.n
     for m in models:
         sp = m.info.get("split") if m.info else None
         if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
-            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "test")}
+            # the ML stage's parts (train/val/cal/test by variation group; cal absent in older runs)
+            idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "cal", "test") if k in sp}
+            if sp.get("mode") == "paper":
+                idx.pop("cal", None)  # the paper split calibrates on its validation part
             if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
                 return idx | {"heldout": np.flatnonzero(data.heldout)}
     return None
@@ -90,11 +94,9 @@ def load_models(run_dirs: list[Path]) -> list[LoadedModel]:
 
 
 def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from moireu.progress import progress_bar
 
-    return Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+    return progress_bar("analyze", every=0.0)  # rich bar on a terminal, a line per step in a log
 
 
 def _pick_per_u(U: np.ndarray, per_u: int, seed: int) -> np.ndarray:
@@ -161,11 +163,15 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
         step("PCA")
 
         # 2. PCA ------------------------------------------------------------------------------------
-        pca = fit_pca(data.images, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
+        if cfg.mode == "paper":
+            pca, _ = paper_pca(data.images, data.U, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
+        else:
+            pca = fit_pca(data.images, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
         k = min(cfg.pca_components, len(pca.components))
         stats = projections_vs_u(pca.projections[:, :k], data.U)
         vu, vmaps = variance_maps(data.images, data.U)
-        res["pca"] = {"explained_variance_ratio": pca.explained_variance_ratio.tolist(),
+        res["pca"] = {"fitted_on": "per-U mean images" if cfg.mode == "paper" else "every image",
+                      "explained_variance_ratio": pca.explained_variance_ratio.tolist(),
                       "first3_percent": (100 * pca.explained_variance_ratio[:3]).tolist(),
                       "projections_vs_U": {"U": stats["U"].tolist(), "mean": stats["mean"].tolist(),
                                            "std": stats["std"].tolist()},
@@ -188,12 +194,19 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
         except ImportError:
             idx = None
             res["notes"].append("baselines not run: moireu.ml.split_indices is not available")
-        if idx is not None:
+        if cfg.mode == "paper":
+            grid, held = np.flatnonzero(data.grid), np.flatnonzero(data.heldout)
+            bl = paper_baselines(data.images[grid], data.U[grid], data.images[held], data.U[held])
+            res["baselines"] = [b.to_dict() for b in bl]
+            res["split_sizes"] = {"train": bl[0].params["n_train"], "test": bl[0].metrics["test"]["n"],
+                                  "heldout": int(len(held))}
+        elif idx is not None:
             idx = {k2: np.asarray(v, int) for k2, v in idx.items() if len(v)}
             bl = fit_baselines(data.images, data.U, idx, cfg.baseline_components, cfg.ridge_alpha,
                                cfg.kernel_ridge, seed)
             res["baselines"] = [b.to_dict() for b in bl]
             res["split_sizes"] = {k2: int(len(v)) for k2, v in idx.items()}
+        if cfg.mode == "paper" or idx is not None:
             for b in bl:
                 slug = b.name.lower().replace("(", "").replace(")", "").replace("+", "_").replace(" ", "_")
                 figs[f"parity_{slug}"] = F.parity_figure(
@@ -222,16 +235,24 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
                     except InputError as exc:
                         res["notes"].append(f"{m.name} {method}: {exc}")
                         continue
-                    if maps.shape[1:] != imgs.shape[1:]:
+                    label = {"gradcam": "Grad-CAM", "guided_backprop": "guided backprop"}[method]
+                    all_zero = bool(np.all(np.nan_to_num(maps) == 0.0))
+                    if all_zero:
+                        # e.g. Grad-CAM through a ReLU whose pooled gradients are all ≤ 0: no attention
+                        # to measure, so no attention-shift estimate from it
+                        res["notes"].append(f"{m.name} {label}: every map is zero; flagged and excluded from "
+                                            "the attention shares and the crossover table")
+                        geo_ok = False
+                    elif maps.shape[1:] != imgs.shape[1:]:
                         res["notes"].append(f"{m.name} {method}: maps are {maps.shape[1:]} (model input size), "
                                             f"not the stored {imgs.shape[1:]}; region shares skipped")
                         geo_ok = False
                     else:
                         geo_ok = bool(geoms)
                     binned = average_per_u_bin(maps, Up, cfg.u_bins)
-                    label = {"gradcam": "Grad-CAM", "guided_backprop": "guided backprop"}[method]
                     overlay = None
                     entry: dict[str, Any] = {"model": m.name, "method": method, "n_samples": int(len(pick)),
+                                             "all_zero": all_zero,
                                              "u_bins": {"edges": binned.edges.tolist(),
                                                         "centers": binned.centers.tolist(),
                                                         "counts": binned.counts.tolist()}}
@@ -251,7 +272,8 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
                         binned.maps, [f"U ∈ [{binned.centers[i] - (binned.edges[1] - binned.edges[0]) / 2:.1f}, "
                                       f"{binned.centers[i] + (binned.edges[1] - binned.edges[0]) / 2:.1f}] eV "
                                       f"(n={binned.counts[i]})" for i in range(len(binned.centers))],
-                        data.kx, data.ky, out / f"{key}.png", f"{m.name}: mean {label} map per U bin",
+                        data.kx, data.ky, out / f"{key}.png", f"{m.name}: mean {label} map per U bin"
+                        + (" (every map is zero: excluded)" if all_zero else ""),
                         cbar_label="normalised |attribution|", overlay=overlay).name
                     res["interpretability"].append(entry)
             if profiles:
@@ -260,35 +282,46 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
 
         # 5. crossover --------------------------------------------------------------------------------
         ests = []
+
+        def estimate(name: str, fn: Callable[[], Any]) -> Any | None:
+            # an estimate the data cannot support (e.g. fewer distinct U than a breakpoint fit needs)
+            # is a note, not the end of the analysis
+            try:
+                e = fn()
+            except InputError as exc:
+                res["notes"].append(f"crossover estimate {name} not run: {exc}")
+                return None
+            ests.append(e)
+            return e
+
         if "hf_max_moment" in data.hf:
-            ests.append(order_parameter_onset(data.U, data.hf["hf_max_moment"], "hf_max_moment (onset)", t))
+            estimate("hf_max_moment (onset)", lambda: order_parameter_onset(data.U, data.hf["hf_max_moment"],
+                                                                            "hf_max_moment (onset)", t))
         for q in ("hf_staggered_moment", "hf_max_moment"):
             if q in data.hf:
-                ests.append(order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
+                estimate(q, lambda q=q: order_parameter_crossover(data.U, data.hf[q], q, t, cfg.n_bootstrap, seed))
         if "hf_gap" in data.hf:
             # mean field: Δ ≈ U·m, so Δ/U is proportional to the moment and (Δ/U)² rises linearly at U_c
             pos = data.U > 0
-            e = order_parameter_crossover(data.U[pos], data.hf["hf_gap"][pos] / data.U[pos], "hf_gap/U", t,
-                                          cfg.n_bootstrap, seed)
-            ests.append(e)
+            estimate("hf_gap/U", lambda: order_parameter_crossover(data.U[pos], data.hf["hf_gap"][pos] / data.U[pos],
+                                                                   "hf_gap/U", t, cfg.n_bootstrap, seed))
         if not data.hf:
             res["notes"].append("HF order-parameter crossover not run: the store holds no hf_* variables")
-        e = trajectory_crossover(data.U, pca.projections[:, :k], f"joint hinge fit of the per-U mean projections on "
-                                 f"PC1..PC{k}, bootstrap over samples within U", f"PCA trajectory (PC1–PC{k})",
-                                 t, cfg.n_bootstrap, seed)
-        e.curve["labels"] = [f"PC{j + 1}" for j in range(k)]
-        e.curve["ylabel"] = "per-U mean projection"
-        ests.append(e)
+        e = estimate("PCA trajectory", lambda: trajectory_crossover(
+            data.U, pca.projections[:, :k], f"joint hinge fit of the per-U mean projections on PC1..PC{k}, bootstrap "
+            "over samples within U", f"PCA trajectory (PC1–PC{k})", t, cfg.n_bootstrap, seed))
+        if e is not None:
+            e.curve["labels"] = [f"PC{j + 1}" for j in range(k)]
+            e.curve["ylabel"] = "per-U mean projection"
         for entry in res["interpretability"]:
             if "_shares" in entry:
-                e = trajectory_crossover(entry["_U"], entry["_shares"][:, :3],
-                                         "joint hinge fit of the per-U mean attribution shares (central, Bragg, "
-                                         "satellites), bootstrap over samples within U",
-                                         f"attention shift ({entry['model']}, {entry['method']})", t,
-                                         cfg.n_bootstrap, seed)
-                e.curve["labels"] = ["central", "Bragg", "satellites"]
-                e.curve["ylabel"] = "share of |attribution|"
-                ests.append(e)
+                e = estimate(f"attention shift ({entry['model']}, {entry['method']})", lambda entry=entry: trajectory_crossover(
+                    entry["_U"], entry["_shares"][:, :3], "joint hinge fit of the per-U mean attribution shares "
+                    "(central, Bragg, satellites), bootstrap over samples within U",
+                    f"attention shift ({entry['model']}, {entry['method']})", t, cfg.n_bootstrap, seed))
+                if e is not None:
+                    e.curve["labels"] = ["central", "Bragg", "satellites"]
+                    e.curve["ylabel"] = "share of |attribution|"
         for entry in res["interpretability"]:
             entry.pop("_shares", None)
             entry.pop("_U", None)

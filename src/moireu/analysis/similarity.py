@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from moireu.data.schema import U_DECIMALS
 from moireu.errors import InputError
 
 
-def unique_u(U: np.ndarray, decimals: int = 9) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct U values (sorted) and the index of each sample's value (U rounded to ``decimals``)."""
+def unique_u(U: np.ndarray, decimals: int = U_DECIMALS) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct U values (sorted) and the index of each sample's value (rounded to ``decimals``; default
+    the store's U rounding, :data:`moireu.data.schema.U_DECIMALS`)."""
     u = np.round(np.asarray(U, float), decimals)
     vals, inv = np.unique(u, return_inverse=True)
     return vals, inv

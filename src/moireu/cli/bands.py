@@ -13,7 +13,6 @@ from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, PresetOpt, SetOpt, e
 def compute_bands(cfg, progress: bool = True) -> dict:
     """Bands on the path and on a mesh for the config's lattice section; returns arrays + summary."""
     import numpy as np
-    from rich.progress import Progress
 
     from moireu.lattice import band_path, build_tbg, dos, kmesh, summarize_bands
 
@@ -23,7 +22,9 @@ def compute_bands(cfg, progress: bool = True) -> dict:
     kmsh, w = kmesh(model, (lc.dos_kmesh, lc.dos_kmesh), trs=True)
     allk = np.concatenate([kpath, kmsh])
     eigs = np.empty((len(allk), model.n_orb))
-    with Progress(transient=True, disable=not progress) as bar:
+    from moireu.progress import progress_bar
+
+    with progress_bar("bands", disable=not progress, transient=True) as bar:
         task = bar.add_task(f"bands i={lc.index} ({model.n_orb} atoms)", total=len(allk))
         for n, k in enumerate(allk):
             eigs[n] = model.eigh(k)

@@ -43,8 +43,12 @@ def prepare_run_dir(out: Path, cfg: MoireuConfig, marker: str, force: bool = Fal
                          "or choose another --out")
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out, extra)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, out, extra)
+    except OSError as exc:
+        raise InputError(f"cannot write to --out {str(out)!r}: {exc.strerror or exc}; choose a writable "
+                         "location") from None
     return out
 
 

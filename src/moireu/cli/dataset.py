@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from moireu.cli.common import ConfigOpt, JsonOpt, PresetOpt, SetOpt, emit_json, info, resolve
+from moireu.cli.common import ConfigOpt, JsonOpt, PresetOpt, SetOpt, emit_json, fail, info, resolve
 from moireu.errors import InputError
 
 dataset_app = typer.Typer(no_args_is_help=True, help="Build, inspect and export FT-LDOS datasets (Zarr).")
@@ -29,12 +29,16 @@ def build(
     append: bool = typer.Option(False, "--append", help="add U values / fillings / held-out values to a store "
                                 "built with the same physics and image settings"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+    worker_timeout: float = typer.Option(300.0, "--worker-timeout", help="with --scheduler: seconds to wait for a "
+                                         "first dask worker to join"),
     as_json: bool = JsonOpt,
 ) -> None:
     """One HF solve per (U, ν) on the grid and held-out U, then every image variation of each solution.
 
     Resumable: rerun the same command after an interruption; finished points are skipped.
-    Exits 1 if any point remains failed or unconverged (flagged in the store), 2 on bad input.
+    Exits 1 if any point remains failed or unconverged (flagged in the store) or the work could not
+    be finished (no workers, lost scheduler, a failed final write: nothing partial is published),
+    2 on bad input, 130 on Ctrl-C.
     """
     overrides = list(set_ or [])
     if heldout is not None:
@@ -47,12 +51,22 @@ def build(
         overrides.append(f"dataset.seed={seed}")
     if workers is not None and workers < 0:
         raise InputError(f"--workers must be ≥ 0 (0 = one per core), got {workers}")
+    if not worker_timeout > 0 or worker_timeout == float("inf"):
+        raise InputError(f"--worker-timeout must be a positive number of seconds, got {worker_timeout}")
     cfg = resolve(preset, config, overrides)
 
-    from moireu.data import build_dataset
+    from moireu.data import BuildError, build_dataset
+    from moireu.data.workdir import work_dir_for
 
-    report = build_dataset(cfg, out, scheduler=scheduler, workers=workers, append=append,
-                           processes=not threads, progress=not no_progress)
+    try:
+        report = build_dataset(cfg, out, scheduler=scheduler, workers=workers, append=append,
+                               processes=not threads, progress=not no_progress, worker_timeout=worker_timeout)
+    except BuildError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _quiet_interrupt()
+        fail(f"interrupted; nothing was published — the finished points are kept in "
+             f"{str(work_dir_for(out))!r}, rerun the same command to resume", 130)
     for line in report.summary_lines():
         info(line)
     if as_json:
@@ -89,6 +103,46 @@ def export_png_cmd(
 
     files = export_png(data, out_dir, limit=limit, cmap=cmap)
     info(f"wrote {len(files)} PNG files to {out_dir}")
+
+
+def _quiet_interrupt() -> None:
+    """After Ctrl-C: silence the shutdown noise of dask's client/cluster (one line for the user)."""
+    import logging
+    import sys
+
+    logging.disable(logging.CRITICAL)
+    sys.unraisablehook = lambda *_: None  # "Exception ignored in Client.__del__" of a loop already closed
+
+
+@dataset_app.command("paper-images")
+def paper_images_cmd(
+    data: Path = typer.Argument(..., help="dataset store that keeps the per-atom LDOS (contract D)"),
+    out: Path = typer.Option(..., "--out", "-o", help="the paper-image store to write"),
+    workers: int = typer.Option(1, "--workers", "-w", help="rendering processes"),
+    grid: int = typer.Option(1003, "--grid", help="points per axis of the |F| grid (reference: 1003)"),
+    force: bool = typer.Option(False, "--force", help="overwrite a finished --out"),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Same samples, HF states and U labels; images made the reference's way (arXiv:2602.18890).
+
+    |F| = |Σ LDOS e^(−ik·r)| without mean subtraction on the grid × grid window, drawn with turbo,
+    saved as PNG, read back in grayscale, resized to 256². Resumable: rerun after an interruption.
+    """
+    from moireu.data.paper import paper_store
+    from moireu.stm.paper import PaperTransform
+
+    transform = None
+    if grid != 1003:
+        from moireu.data import open_store
+
+        cfg = open_store(data).attrs.get("config")
+        cells = int(__import__("json").loads(cfg).get("stm", {}).get("patch_cells", 8)) if cfg else 8
+        transform = PaperTransform(grid=grid, patch_cells=cells)
+    rep = paper_store(data, out, transform, workers=workers, force=force,
+                      progress=lambda d, n: info(f"paper images {d}/{n}"))
+    info(f"wrote {rep['n_samples']} paper images ({rep['image_shape'][0]}²) to {out}")
+    if as_json:
+        emit_json(rep)
 
 
 def register(app: typer.Typer) -> None:

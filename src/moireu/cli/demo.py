@@ -2,7 +2,7 @@
 
 bands → STM example (U = 0) → dataset (HF sweep on dask + FT-LDOS images) → train the CNN on clean
 images and on ``mild``-corrupted ones (and ResNet-18 unless ``--no-resnet``) → evaluate on test and
-held-out → analysis (similarity, PCA, baselines, Grad-CAM / guided backprop, crossover) → report.html.
+held-out → robustness under measurement corruptions (stores with per-atom LDOS) → analysis (similarity, PCA, baselines, Grad-CAM / guided backprop, crossover) → report.html.
 
 Each stage runs as its own ``moireu`` subcommand in a child process and leaves a marker file; a rerun
 skips finished stages (``--force`` reruns everything). The layout is the run directory of
@@ -24,21 +24,22 @@ from moireu.cli.common import ConfigOpt, ForceOpt, PresetOpt, SetOpt, info, reso
 
 
 def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict], stdout_to: Path | None = None,
-           inputs: tuple[Path, ...] = ()) -> None:
+           inputs: tuple[Path, ...] = (), tag: str = "demo") -> None:
     """Run one stage unless its marker exists; progress goes to stderr; stop the demo on failure.
 
     ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
     ``inputs``: files the stage reads; the stage reruns when one is missing from an earlier run or
     newer than the marker (e.g. the analysis after a second model was trained).
+    ``tag``: the pipeline command (``demo``, ``paper``) named in the messages.
     """
     stale = marker.exists() and any(not p.exists() or p.stat().st_mtime > marker.stat().st_mtime for p in inputs)
     if stale:
-        info(f"[demo] {name}: inputs changed since {marker.name}, rerunning")
+        info(f"[{tag}] {name}: inputs changed since {marker.name}, rerunning")
     if marker.exists() and not force and not stale:
-        info(f"[demo] {name}: done already ({marker}), skipping")
+        info(f"[{tag}] {name}: done already ({marker}), skipping")
         log.append({"stage": name, "seconds": 0.0, "skipped": True})
         return
-    info(f"[demo] {name}: {' '.join(cmd[2:])}")
+    info(f"[{tag}] {name}: {' '.join(cmd[2:])}")
     t0 = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.PIPE if stdout_to else subprocess.DEVNULL, text=True)
     if stdout_to is not None and r.returncode == 0:
@@ -48,9 +49,19 @@ def _stage(name: str, marker: Path, cmd: list[str], force: bool, log: list[dict]
     dt = time.perf_counter() - t0
     log.append({"stage": name, "seconds": round(dt, 1), "skipped": False, "rc": r.returncode})
     if r.returncode != 0:
-        info(f"[demo] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu demo` to resume")
+        info(f"[{tag}] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu {tag}` to resume")
         raise typer.Exit(r.returncode)
-    info(f"[demo] {name}: {dt:.0f} s")
+    info(f"[{tag}] {name}: {dt:.0f} s")
+
+
+def _has_point_ldos(data: Path) -> bool:
+    """Whether the store keeps the per-atom LDOS of its points (new acquisitions can be rendered from it)."""
+    import xarray as xr
+
+    try:
+        return "ldos" in xr.open_zarr(data, consolidated=None).variables
+    except Exception:  # an unreadable store fails loudly in the stages that need it
+        return False
 
 
 def sweep_from_store(data: Path, out: Path) -> None:
@@ -145,6 +156,11 @@ def demo_cmd(
         _stage(f"robustness {m}", run / "robustness.json",
                [*exe, "evaluate", str(run), str(data), "--split", "test", "--augment", "all",
                 "--json"], force, log, stdout_to=run / "robustness.json")
+    if _has_point_ldos(data):  # stores with per-atom LDOS (contract D): fresh acquisitions under each corruption
+        _stage("robustness (measurement corruptions)", out / "robustness" / "robustness.json",
+               [*exe, "robustness", *[str(out / f"train_{m[0]}") for m in models], "--data", str(data),
+                "--out", str(out / "robustness")], force, log,
+               inputs=tuple(out / f"train_{m[0]}" / "checkpoint.pt" for m in models))
     _stage("analysis", out / "analysis" / "analysis.json",
            [*exe, "analyze", "--data", str(data), "--out", str(out / "analysis"), *conf,
             "--runs", *[str(out / f"train_{m[0]}") for m in models]], force, log,

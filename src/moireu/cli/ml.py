@@ -9,11 +9,12 @@ import typer
 
 from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, PresetOpt, SetOpt, emit_json, info, prepare_run_dir, resolve
 from moireu.errors import InputError
+from moireu.provenance import json_safe
 
 
 def train_cmd(
     data: Path = typer.Argument(..., help="dataset store (moireu dataset build)"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="fc, cnn or resnet18 (default: train.model)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="a registered variant (moireu models; default: train.model)"),
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="ours (default) or paper (reference recipe)"),
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
@@ -45,8 +46,10 @@ def train_cmd(
     summary = train_run(data, out, cfg, resume=not force, progress=not quiet)
     cal = summary["calibration"]
     info(f"done in {summary['train_seconds']:.1f} s: validation MAE {summary['val_mae']:.4f} eV "
-         f"(n_train {summary['n_train']}, n_val {summary['n_val']}, n_test {summary['n_test']}); "
-         f"conformal q {cal['q']:.3g}; wrote {out / 'checkpoint.pt'}")
+         f"(n_train {summary['n_train']}, n_val {summary['n_val']}, n_cal {summary['n_cal']}, "
+         f"n_test {summary['n_test']}, split by {summary['split']}); calibration MAE {_num(summary['cal_mae'])} eV, "
+         f"conformal q {_num(cal['q'], 3)}, OOD threshold {_num(summary['ood']['threshold'], 3)}; "
+         f"wrote {out / 'checkpoint.pt'}")
     if json_:
         emit_json(summary | {"run": str(out)})
 
@@ -54,33 +57,43 @@ def train_cmd(
 def evaluate_cmd(
     run: Path = typer.Argument(..., help="run directory of moireu train"),
     data: Path = typer.Argument(..., help="dataset store"),
-    split: str = typer.Option("test", "--split", help="test (grid images never trained on) or heldout"),
+    split: str = typer.Option("test", "--split", help="test (grid crops never trained on), heldout, cal, val or train"),
     augment: str = typer.Option("clean", "--augment", "-a",
                                 help="corrupt the images first: clean, mild, symb, noisy, or all (robustness table)"),
     seed: int = typer.Option(0, "--seed", help="seed of the corruption"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write eval_*.json and plots here (required to keep "
+                                       "files for a store other than the run's training store)"),
     json_: bool = JsonOpt,
 ) -> None:
-    """MAE, RMSE, R², 90 % interval coverage and per-U errors; parity/residual PNGs into RUN."""
+    """MAE, RMSE, R², 90 % interval coverage, in-distribution fraction and per-U errors.
+
+    On the run's own training store the scores and parity/residual PNGs go into RUN (its own
+    scores); on any other store they go only to --out (and stdout with --json), never into RUN.
+    """
     from moireu.ml import evaluate_run, format_table, profile_names
 
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} exists and is not a directory")
     if augment == "all":
         rows = []
         for prof in profile_names():
-            r = evaluate_run(run, data, split, augment=prof, seed=seed)
+            r = evaluate_run(run, data, split, augment=prof, seed=seed, out=out)
             rows.append({"model": f"{r['model']}/{r['recipe']}", "profile": prof,
-                         **{k: r[k] for k in ("mae", "rmse", "r2", "coverage90", "n")}})
+                         **{k: r[k] for k in ("mae", "rmse", "r2", "coverage90", "in_distribution", "n")}})
         info(format_table(rows))
         if json_:
-            emit_json({"split": split, "robustness": rows})
+            emit_json(json_safe({"split": split, "robustness": rows}))
         return
     if augment not in profile_names():
         raise InputError(f"--augment must be one of {', '.join(profile_names())} or all, got {augment!r}")
-    res = evaluate_run(run, data, split, augment=augment, seed=seed)
+    res = evaluate_run(run, data, split, augment=augment, seed=seed, out=out)
+    cov = res["coverage90"]
     info(f"{res['model']} ({res['recipe']}, K={res['ensemble']}) on {split} [{res['augment']}]: n={res['n']}  "
-         f"MAE {res['mae']:.4f} eV  RMSE {res['rmse']:.4f} eV  R² {res['r2']:.4f}  "
-         f"coverage({res['nominal_coverage']:.0%}) {res['coverage90']:.3f}")
+         f"MAE {res['mae']:.4f} eV  RMSE {res['rmse']:.4f} eV  R² {_num(res['r2'])}  "
+         f"coverage({res['nominal_coverage']:.0%}) {_num(cov, 3)}  in-distribution {_num(res['in_distribution'], 3)}")
     if not res["same_store"]:
-        info("note: this store differs from the training store; the test split was re-derived from its grid samples")
+        info("note: this store is not the run's training store: its scores are not the run's own"
+             + (f"; written to {res['written_to']}" if res["written_to"] else " (nothing written; use --out DIR to keep them)"))
     if json_:
         emit_json(res)
     else:
@@ -88,13 +101,36 @@ def evaluate_cmd(
             info(f"  U={row['U']:7.3f}  n={row['n']:4d}  MAE {row['mae']:.4f}  mean Û {row['mean_pred']:.3f}")
 
 
+def _num(v, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def parse_pixel_size(value: Optional[str]):
+    """``--pixel-size`` 'p' or 'px,py' (Å, finite, > 0) → float or (px, py); None passes through."""
+    import math
+
+    if value is None:
+        return None
+    parts = str(value).replace(",", " ").split()
+    try:
+        nums = [float(v) for v in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2) or not all(math.isfinite(v) and v > 0 for v in nums):
+        raise InputError(f"--pixel-size must be one or two finite positive numbers in Å ('p' or 'px,py'), "
+                         f"got {value!r}")
+    return nums[0] if len(nums) == 1 else (nums[0], nums[1])
+
+
 def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optional[str] = None,
                    channel: Optional[str] = None, direction: str = "forward"):
-    """A user's map → FT-LDOS image on the run's training window (2-D float32 numpy array).
+    """A user's map → (FT-LDOS image on the run's training window (2-D float32), alignment dict or None).
 
     ``kind="ftldos"`` (or ``auto`` for a ``.npy`` of the trained image shape with no pixel size
-    given and no sidecar JSON) reads a ready FT-LDOS image; otherwise the map goes through
-    :func:`moireu.stm.user_map_to_image` with the training store's ``image_transform``.
+    given and no sidecar JSON) reads a ready FT-LDOS image; otherwise the map goes through the
+    measurement model's ``moireu.stm.measure.user_map_image`` (alignment: measured twist angle,
+    moiré period, orientation, quality, in_range) or, where that is absent,
+    :func:`moireu.stm.user_map_to_image`, with the training store's ``image_transform``.
     """
     import numpy as np
 
@@ -109,30 +145,65 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
     if kind == "auto" and path.suffix.lower() == ".npy" and pixel_size is None:
         sidecar = [path.with_suffix(path.suffix + ".json"), path.with_suffix(".json")]
         if not any(p.exists() for p in sidecar):
-            try:
-                arr_shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
-            except Exception as exc:
-                raise InputError(f"{str(path)!r} is not a readable .npy array ({type(exc).__name__}: {exc})") from None
+            from moireu.io import load_npy
+
+            arr_shape = load_npy(path, mmap_mode="r").shape
             if tuple(arr_shape) == shape:
                 kind = "ftldos"
     if kind == "ftldos":
-        return read_ready_image(path, shape)
+        return read_ready_image(path, shape), None
     from moireu.stm import user_map_to_image
 
     transform = meta.get("image_transform") or {}
     if not transform:
         raise InputError("the run's checkpoint holds no image_transform (the training store had none), so a raw "
                          "map cannot be put on the training window; pass a ready FT-LDOS .npy instead")
-    ps = None
-    if pixel_size is not None:
-        parts = [float(v) for v in str(pixel_size).replace(",", " ").split()]
-        ps = parts[0] if len(parts) == 1 else tuple(parts)
-    img = user_map_to_image(path, transform, pixel_size=ps, channel=channel, direction=direction)
+    ps = parse_pixel_size(pixel_size)
+    try:  # the shared measurement model (contract A), when present: alignment to the training frame
+        from moireu.stm.measure import user_map_image
+    except ImportError:
+        user_map_image = None
+    align = None
+    if user_map_image is not None:
+        out = user_map_image(path, transform, pixel_size=ps, channel=channel, direction=direction)
+        img, align = out if isinstance(out, tuple) else (out, None)
+    else:
+        img = user_map_to_image(path, transform, pixel_size=ps, channel=channel, direction=direction)
     arr = np.asarray(getattr(img, "values", img), dtype=np.float32)
     if arr.shape != shape:
         raise InputError(f"the map's FT-LDOS image is {arr.shape[0]}×{arr.shape[1]} but the model was trained on "
                          f"{shape[0]}×{shape[1]} images")
-    return arr
+    return arr, _align_dict(align)
+
+
+def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: str) -> bool:
+    """Whether a map file reads as a constant array (False when it cannot be read at all)."""
+    import numpy as np
+
+    try:
+        try:
+            from moireu.io import read_map
+        except ImportError:
+            from moireu.stm.usermap import read_user_map as read_map
+        m = read_map(path, pixel_size=pixel_size, channel=channel, direction=direction)
+        v = np.asarray(m.values, dtype=np.float64)
+        return bool(v.size) and bool(np.all(np.isfinite(v))) and float(np.ptp(v)) == 0.0
+    except Exception:  # unreadable: the reader's own error is the one to show
+        return False
+
+
+def _align_dict(align) -> Optional[dict]:
+    """AlignInfo (contract A) → plain dict (None when the map was not aligned)."""
+    import dataclasses
+
+    if align is None:
+        return None
+    if dataclasses.is_dataclass(align):
+        return dataclasses.asdict(align)
+    if isinstance(align, dict):
+        return dict(align)
+    return {k: getattr(align, k) for k in ("twist_deg", "moire_period", "angle_deg", "atomic_resolved", "quality",
+                                           "in_range") if hasattr(align, k)}
 
 
 def predict_cmd(
@@ -145,20 +216,99 @@ def predict_cmd(
     kind: str = typer.Option("auto", "--kind", help="auto, ftldos (ready image) or map (real space)"),
     json_: bool = JsonOpt,
 ) -> None:
-    """Predict U (eV) with its calibrated interval for a user's STM map."""
+    """Predict U (eV) with its calibrated interval for a user's STM map.
+
+    Exit status 3 (with a warning on stderr; the answer is still printed) when the map is out of the
+    training distribution: its out-of-distribution score exceeds the run's threshold (99 % of the
+    calibration images pass), or its measured twist angle is outside the trained range.
+    """
     from moireu.ml import load_run, predict_image
 
+    ps = parse_pixel_size(pixel_size)  # refuse a bad value before loading anything
     lr = load_run(run)
-    img = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction)
+    try:
+        img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
+    except InputError:
+        if not _is_constant_map(map_, ps, channel, direction):
+            raise
+        # an empty (constant, e.g. all-zero) map has no FT image: no U, out of distribution
+        res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "constant_input": True,
+               "ood_reasons": ["the map is constant (all pixels equal): it carries no LDOS modulation"],
+               "model": lr.meta["model"], "map": str(map_)}
+        if json_:
+            emit_json(res)
+        info("warning: the map is out of the training distribution: " + res["ood_reasons"][0])
+        raise typer.Exit(3)
     res = predict_image(lr, img)
+    reasons = []
+    if res["constant_input"]:
+        reasons.append("the map's FT image is constant (an empty or all-zero map?)")
+    elif not res["in_distribution"]:
+        reasons.append(f"out-of-distribution score {res['ood_score']:.3g} > threshold {res['ood_threshold']:.3g}")
+    if align is not None:
+        res["align"] = align
+        res["twist_deg"] = align.get("twist_deg")
+        if align.get("in_range") is False:
+            reasons.append(f"measured twist angle {align.get('twist_deg')}° is outside the trained range")
+    res["in_distribution"] = not reasons
+    res["ood_reasons"] = reasons
     if json_:
-        emit_json(res | {"map": str(map_)})
+        emit_json(json_safe(res | {"map": str(map_)}))
     else:
         typer.echo(f"U = {res['U']:.3f} eV   {res['coverage']:.0%} interval [{res['U_low']:.3f}, {res['U_high']:.3f}] eV"
                    f"   ({res['model']}, recipe {res['recipe']}, {len(res['members'])} member(s))")
+    if reasons:
+        info("warning: the map is out of the training distribution, do not trust this U: " + "; ".join(reasons))
+        raise typer.Exit(3)
+
+
+def robustness_cmd(
+    runs: List[Path] = typer.Argument(..., help="run directories of moireu train"),
+    data: Path = typer.Option(..., "--data", "-d", help="dataset store with per-atom LDOS (its held-out points)"),
+    corruption: Optional[List[str]] = typer.Option(None, "--corruption", "-c",
+                                                   help="named corruption (repeatable; default: all)"),
+    repeats: int = typer.Option(1, "--repeats", min=1, help="acquisitions per held-out point and bias level"),
+    seed: int = typer.Option(0, "--seed", help="seed of the acquisitions"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write robustness.json + robustness.md here"),
+    json_: bool = JsonOpt,
+) -> None:
+    """MAE, coverage and in-distribution fraction of each run on fresh acquisitions of the held-out
+    points under each named measurement corruption (rendered from the store's per-atom LDOS)."""
+    from moireu.analysis.robustness import format_rows, robustness_table
+    from moireu.provenance import write_json_atomic, write_text_atomic
+
+    rows = robustness_table(list(runs), data, corruption or None, repeats=repeats, seed=seed)
+    table = format_rows(rows)
+    info(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "robustness.json", json_safe({"store": str(data.resolve()), "seed": seed,
+                                                               "repeats": repeats, "rows": rows}))
+        write_text_atomic(out / "robustness.md", table + "\n")
+    if json_:
+        emit_json(json_safe({"rows": rows}))
+
+
+def models_cmd(json_: bool = JsonOpt) -> None:
+    """List the registered model variants with parameter count, recipe and arguments."""
+    from moireu.ml.models import list_models
+
+    rows = list_models()
+    if json_:
+        emit_json(rows)
+        return
+    w = max(len(r["name"]) for r in rows)
+    typer.echo(f"{'name':<{w}}  {'parameters':>11}  recipe  arguments / training settings")
+    for r in rows:
+        args = ", ".join(f"{k}={v}" for k, v in (r["arguments"] | r["train"]).items()) or "-"
+        typer.echo(f"{r['name']:<{w}}  {r['parameters']:>11,}  {r['recipe']:<6}  {args}")
+        typer.echo(f"{'':<{w}}  {'':>11}          {r['summary']}")
+    typer.echo("(parameters at the variant's arguments; fc counted for 64×64 inputs)")
 
 
 def register(app: typer.Typer) -> None:
+    app.command("models")(models_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
+    app.command("robustness")(robustness_cmd)

@@ -42,8 +42,8 @@ def stm_cmd(
                                        help="biases from E_F in meV, comma-separated (e.g. 0,2,4 = 0, 2, 4 meV); "
                                             "default: stm.biases of the config (stored in eV)"),
     out: Path = typer.Option(Path("runs/stm"), "--out", "-o", help="output directory"),
-    offset: str = typer.Option("0,0", "--offset", help="patch origin offset 'x,y' in Å (a dataset variation)"),
-    rotation: float = typer.Option(0.0, "--rotation", help="patch rotation about its centre (degrees)"),
+    offset: str = typer.Option("0,0", "--offset", help="sample point 'x,y' (Å) under the centre of the scan frame"),
+    rotation: float = typer.Option(0.0, "--rotation", help="rotation of the scan frame (degrees)"),
     allow_unconverged: bool = typer.Option(False, "--allow-unconverged",
                                            help="simulate even if the HF solve did not converge"),
     preset: Optional[str] = typer.Option("demo", "--preset", "-p",
@@ -53,12 +53,15 @@ def stm_cmd(
     json_: bool = JsonOpt,
     force: bool = ForceOpt,
 ) -> None:
-    """LDOS at E_F + bias, a P×P-moiré-cell patch, its rendered map and FT-LDOS image(s).
+    """LDOS at E_F + bias, the simulated STM map of one nominal scan and its aligned FT-LDOS image(s).
 
-    Writes ldos.nc (per-atom, per-spin LDOS), ldos_map.nc (rendered maps, Å), ftldos.nc (float32
-    FT-LDOS images, k in Å⁻¹, options in attributes), ftldos_<bias>.npy, stm_<bias>.png (map + FT
-    with Bragg and moiré peaks marked) and stm.json. Image size, patch size, broadening etc. come
-    from the [stm] config section: e.g. --set stm.n_pixels=256 --set stm.patch_cells=8.
+    The map and image go through the measurement model of the training set and of `moireu predict`
+    (moireu.stm.measure, moireu.stm.align). Writes ldos.nc (per-atom, per-spin LDOS), ldos_map.nc
+    (maps, Å), ftldos.nc (float32 FT-LDOS images, k in Å⁻¹, options in attributes),
+    ftldos_<bias>.npy, map_<bias>.npy + map_<bias>.npy.json (the map and its pixel size: a valid
+    `moireu predict` input), stm_<bias>.png (map + FT with Bragg and moiré peaks) and stm.json.
+    Sizes come from the [stm] config section: e.g. --set stm.n_pixels=256 --set stm.map_pixels=384.
+    A finished run in --out is kept unless --force (also with --json).
     """
     import numpy as np
     import xarray as xr
@@ -80,7 +83,7 @@ def stm_cmd(
     except ValueError:
         raise InputError(f"--offset expects 'x,y' in Å, got {offset!r}") from None
     biases = parse_biases_mev(bias) if bias is not None else list(cfg.stm.biases)
-    out = prepare_run_dir(out, cfg, "stm.json", force=True if json_ else force,
+    out = prepare_run_dir(out, cfg, "stm.json", force=force,
                           extra={"hf_result": str(result)})
     lat, hf = cfg.lattice, cfg.hf
     model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance, cutoff=lat.cutoff)
@@ -90,8 +93,7 @@ def stm_cmd(
     system.check_compatible(res, what=f"HF result {str(result)!r}")
     st = cfg.stm
     info(f"STM: U={res.U} eV, ν={res.filling}, biases {[round(1e3 * b, 4) for b in biases]} meV, "
-         f"η={1e3 * st.eta:g} meV ({st.broadening}), k-mesh {st.kmesh}, patch {st.patch_cells}×{st.patch_cells} cells, "
-         f"N={st.n_pixels}")
+         f"η={1e3 * st.eta:g} meV ({st.broadening}), k-mesh {st.kmesh}, {st.map_pixels}² map, N={st.n_pixels}")
     sim = simulate_stm(system, res, st, biases, offset=(ox, oy), rotation_deg=rotation,
                        allow_unconverged=allow_unconverged, extra_attrs={"seed": cfg.seed, "source": str(result)})
     prov = provenance()
@@ -113,17 +115,20 @@ def stm_cmd(
     files = []
     for b, m, img in zip(sim.biases, sim.maps, sim.images):
         tag = _tag(b)
-        with atomic_path(out / f"ftldos_{tag}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, img.values.astype(np.float32))
+        for name, arr in ((f"ftldos_{tag}.npy", img.values.astype(np.float32)), (f"map_{tag}.npy", m.values)):
+            with atomic_path(out / name) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+        write_json_atomic(out / f"map_{tag}.npy.json", {"pixel_size": float(sim.scan.pixel_size), "bias_eV": float(b),
+                                                         "U_eV": float(res.U), "source": str(result)})
         title = (f"TBG i={lat.index} θ={model.theta_deg:.3f}°, U={res.U:g} eV, ν={res.filling:g}, "
-                 f"bias={1e3 * b:g} meV, η={1e3 * st.eta:g} meV, {st.patch_cells}×{st.patch_cells} cells")
+                 f"bias={1e3 * b:g} meV, η={1e3 * st.eta:g} meV, {st.map_pixels}² map of {sim.scan.pixel_size:g} Å")
         stm_figure(m, img, sim.peaks, out / f"stm_{tag}.png", title)
-        files += [f"ftldos_{tag}.npy", f"stm_{tag}.png"]
+        files += [f"ftldos_{tag}.npy", f"map_{tag}.npy", f"map_{tag}.npy.json", f"stm_{tag}.png"]
     summary = {"result": str(result), "U": float(res.U), "filling": float(res.filling),
                "fermi_level_eV": float(res.fermi_level), "hf_converged": bool(res.converged),
-               "biases_eV": sim.biases.tolist(), "n_pixels": st.n_pixels, "patch_cells": st.patch_cells,
-               "n_atoms_patch": int(sim.images[0].attrs["n_points"]), "offset": [ox, oy], "rotation_deg": rotation,
+               "biases_eV": sim.biases.tolist(), "n_pixels": st.n_pixels, "scan": sim.scan.to_dict(),
+               "align": [a.to_dict() for a in sim.align], "offset": [ox, oy], "rotation_deg": rotation,
                "image_transform": sim.transform.to_dict(),
                "n_bragg_peaks": int(len(sim.peaks["bragg"])), "n_moire_peaks": int(len(sim.peaks["moire"])),
                "files": ["ldos.nc", "ldos_map.nc", "ftldos.nc"] + files, "provenance": prov}

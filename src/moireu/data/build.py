@@ -1,20 +1,24 @@
 """Build a dataset on dask.distributed: HF solves in warm-start chains, images per solved point.
 
-Flow of :func:`build_dataset`:
+Flow of :func:`build_dataset` (under the store's build lock, :func:`moireu.data.schema.store_lock`):
 
 1. validate the output path against the config (:func:`moireu.data.store.check_existing`);
-2. plan the points and image specs (:func:`moireu.data.plan.make_plan`) with one warm-start chain
-   per worker and filling;
+2. plan the points, image specs and warm-start chains (:func:`moireu.data.plan.make_plan`) — from
+   the configuration only, so the data never depend on the cluster's shape;
 3. skip every point whose solve/images are already committed (in the work directory of an
-   interrupted run, or in the existing store), submit the rest: ``solve(U_k)`` depends on
-   ``solve(U_{k-1})`` of its chain, ``render(U_k)`` on ``solve(U_k)``; every task commits its
-   output atomically to the work directory (:mod:`moireu.data.workdir`) and never raises;
+   interrupted run, or in the existing store), connect to the cluster, wait for a worker, submit
+   the rest: ``solve(U_k)`` depends on ``solve(U_{k-1})`` of its chain, ``render(U_k)`` on
+   ``solve(U_k)``; every task commits its output atomically to the work directory
+   (:mod:`moireu.data.workdir`), stamped with the build token and data fingerprint, and never raises;
 4. a failed or unconverged solve is retried once with another mixer
-   (:func:`moireu.data.tasks.retry_overrides`); what still fails is reported, flagged in the store
-   (``hf_converged = False``, or listed in ``attrs["failures"]`` when no result exists) and makes
-   the build's :attr:`BuildReport.ok` false;
-5. consolidate everything into ONE Zarr store, replaced atomically; the work directory is removed
-   once the store holds every planned point.
+   (:func:`moireu.data.tasks.retry_overrides`) — an I/O error (``OSError``: disk full, lost file
+   system) is not a convergence problem and is reported as it is, without a retry; what still
+   fails is reported, flagged in the store (``hf_converged = False``, or listed in
+   ``attrs["failures"]`` when no result exists) and makes the build's :attr:`BuildReport.ok` false;
+5. consolidate everything into ONE Zarr store, written to a temporary sibling, read back and
+   verified, then renamed into place; the work directory is removed once the store holds every
+   planned point. Losing the scheduler (or Ctrl-C) stops the build before step 5: nothing is
+   published, the committed points stay for the rerun.
 """
 
 from __future__ import annotations
@@ -32,28 +36,44 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from moireu.config import MoireuConfig
+from moireu.data import schema as sc
 from moireu.data import store as st
-from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, make_chains, make_plan, refinement_values
+from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, chains_of_length, make_plan, refinement_values
 from moireu.data.tasks import Backend, PhysicsBackend, replace_path, retry_overrides
-from moireu.data.workdir import WorkDir, work_dir_for
+from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
 from moireu.provenance import provenance
 
 log = logging.getLogger(__name__)
 
 
+class BuildError(RuntimeError):
+    """The build could not finish its work (lost scheduler, no workers, a failed final write).
+
+    Nothing partial was published; the committed points stay in the work directory for the rerun.
+    The CLI prints ``error: …`` and exits 1.
+    """
+
+
 # ------------------------------------------------------------------------------------------------
 # tasks (run on dask workers; they never raise: a failure is a returned status)
 
 
-def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str,
+def _point_info(point: SolvePoint) -> dict[str, Any]:
+    return {"key": point.key, "split": point.split, "U": point.U, "filling": point.filling}
+
+
+def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
                warm_point: SolvePoint | None, _after: Any = None) -> dict[str, Any]:
     """Solve ``point`` (warm-starting from ``warm_point`` when it converged), commit, return the record.
 
     ``_after`` is the predecessor's future: it only orders the chain. Returns a record with
-    ``status`` ∈ {ok, unconverged, failed} (failed: no result at all).
+    ``status`` ∈ {ok, unconverged, failed, stale} (failed: no result at all; stale: the work
+    directory belongs to another build now — nothing was written).
     """
-    wd = WorkDir(root)
+    wd = WorkDir(root, token, fingerprint)
+    if not wd.owned():
+        return _point_info(point) | {"stage": "solve", "status": "stale"}
     done = wd.solve_record(point)
     if done is not None:
         return done | {"skipped": True}
@@ -67,55 +87,74 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
         tries.append((retry_overrides(cfg), None))
     attempts: list[dict[str, Any]] = []
     best: tuple[int, dict[str, Any]] | None = None
+    io_error = False
     for i, (over, w) in enumerate(tries):
         info: dict[str, Any] = {"attempt": i, "hf_overrides": over,
                                 "warm_start": None if w is None else w.name}
         t0, c0 = time.perf_counter(), time.process_time()
         try:
+            wd.check_owned()
             summ = backend.solve(cfg, point, w, over, wd.result_path(point, i))
             info |= {"converged": bool(summ["converged"]), "iterations": int(summ["iterations"])}
             best = (i, summ)
+        except StaleTask:
+            return _point_info(point) | {"stage": "solve", "status": "stale"}
+        except OSError as exc:  # disk full, lost file system: not a convergence problem — no retry
+            info |= {"error": f"I/O error ({type(exc).__name__}): {exc}"}
+            io_error = True
         except Exception as exc:  # noqa: BLE001 - reported, retried, never silent
             info |= {"error": f"{type(exc).__name__}: {exc}"}
         info["seconds"] = time.perf_counter() - t0
         info["cpu_seconds"] = time.process_time() - c0  # of this worker process (all its threads)
         attempts.append(info)
-        if best is not None and best[0] == i and best[1]["converged"]:
+        if io_error or (best is not None and best[0] == i and best[1]["converged"]):
             break
-    if best is None:
-        fail = {"key": point.key, "split": point.split, "U": point.U, "filling": point.filling,
-                "stage": "solve", "status": "failed", "attempts": attempts,
-                "error": attempts[-1].get("error")}
-        wd.record_failure(point, "solve", fail)
-        return fail
-    i, summ = best
-    replace_path(wd.result_path(point, i), wd.result_path(point))
-    for j in range(len(tries)):
-        _remove(wd.result_path(point, j))
-    record = {k: _plain(v) for k, v in summ.items()} | {
-        "key": point.key, "split": point.split, "U": point.U, "filling": point.filling,
-        "status": "ok" if summ["converged"] else "unconverged", "attempts": attempts,
-        "retried": len(attempts) > 1}
-    wd.commit_solve(point, record)
+    try:
+        if best is None or io_error:
+            fail = _point_info(point) | {"stage": "solve", "status": "failed", "attempts": attempts,
+                                         "error": attempts[-1].get("error"), "io_error": io_error}
+            wd.record_failure(point, "solve", fail)
+            return fail
+        i, summ = best
+        wd.check_owned()
+        replace_path(wd.result_path(point, i), wd.result_path(point))
+        for j in range(len(tries)):
+            _remove(wd.result_path(point, j))
+        record = {k: _plain(v) for k, v in summ.items()} | _point_info(point) | {
+            "status": "ok" if summ["converged"] else "unconverged", "attempts": attempts,
+            "retried": len(attempts) > 1}
+        wd.commit_solve(point, record)
+    except StaleTask:
+        return _point_info(point) | {"stage": "solve", "status": "stale"}
+    except OSError as exc:
+        return _point_info(point) | {"stage": "solve", "status": "failed", "io_error": True,
+                                     "error": f"I/O error ({type(exc).__name__}) committing the solve: {exc}"}
     return record
 
 
-def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str,
+def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
                 specs: Sequence[ImageSpec], solve_record: dict[str, Any]) -> dict[str, Any]:
     """Render and commit every image of ``point``; returns ``{"status", "n", ...}``."""
-    wd = WorkDir(root)
+    wd = WorkDir(root, token, fingerprint)
+    if not wd.owned():
+        return _point_info(point) | {"stage": "render", "status": "stale", "n": 0}
     if wd.images_done(point):
         return {"key": point.key, "status": "ok", "n": len(specs), "skipped": True}
-    if solve_record.get("status") == "failed":
+    if solve_record.get("status") in ("failed", "stale"):
         return {"key": point.key, "status": "no-solve", "n": 0}
     t0, c0 = time.perf_counter(), time.process_time()
     try:
+        wd.check_owned()
         rendered = backend.render(cfg, point, wd.result_path(point), specs)
         wd.commit_images(point, specs, rendered)
+    except StaleTask:
+        return _point_info(point) | {"stage": "render", "status": "stale", "n": 0}
     except Exception as exc:  # noqa: BLE001
-        fail = {"key": point.key, "split": point.split, "U": point.U, "filling": point.filling,
-                "stage": "render", "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        wd.record_failure(point, "render", fail)
+        kind = "I/O error " if isinstance(exc, OSError) else ""
+        fail = _point_info(point) | {"stage": "render", "status": "failed", "n": 0,
+                                     "error": f"{kind}{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(StaleTask, OSError):
+            wd.record_failure(point, "render", fail)
         return fail
     return {"key": point.key, "status": "ok", "n": len(specs), "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
@@ -148,43 +187,119 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def check_scheduler_address(address: str) -> str:
+    """A dask scheduler address ``[protocol://]host:port`` (as :mod:`distributed.comm` parses it), else InputError."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    addr = address.strip()
+    try:
+        scheme, loc = parse_address(addr if "://" in addr else f"tcp://{addr}")
+        if scheme in ("tcp", "tls", "ucx"):
+            host, port = parse_host_port(loc)
+            if not host or port is None or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+                raise ValueError("need host:port")
+        elif scheme != "inproc":
+            raise ValueError(f"unknown protocol {scheme!r}")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--scheduler {address!r} is not a dask scheduler address ({exc}); expected "
+                         "[tcp://]host:port, e.g. tcp://10.0.0.5:8786") from None
+    return addr if "://" in addr else f"tcp://{addr}"
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: bool = True) -> Iterator[Any]:
+def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: bool = True,
+                worker_timeout: float = 300.0, say: Any = None) -> Iterator[Any]:
     """A :class:`distributed.Client`: to ``scheduler`` if given, else on a machine-sized LocalCluster.
 
     The local cluster has ``n_workers`` (0: one per core) single-threaded workers; BLAS/OpenMP in
     each worker get ``max(1, cores // n_workers)`` threads (OMP/MKL/OPENBLAS_NUM_THREADS), so the
     eigensolvers never oversubscribe the machine. ``processes=False`` runs the workers as threads of
-    this process (cheap; for tests and tiny builds).
+    this process (cheap; for tests and tiny builds). On an external scheduler the client waits up to
+    ``worker_timeout`` seconds for a first worker (saying so through ``say``), then raises
+    :class:`BuildError`; workers may come and go during the build.
     """
     from dask.distributed import Client, LocalCluster
 
     if scheduler:
+        addr = check_scheduler_address(scheduler)
         try:
-            client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as exc:
-            raise InputError(f"cannot connect to the dask scheduler {scheduler!r}: {exc}") from None
+            client = Client(addr, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise BuildError(f"cannot connect to the dask scheduler {addr!r}: {exc}") from None
         try:
+            if not client.scheduler_info().get("workers"):
+                if say is not None:
+                    say(f"waiting up to {worker_timeout:.0f} s for a dask worker to join {addr} "
+                        f"(start one with `dask worker {addr}`)")
+                try:
+                    client.wait_for_workers(1, timeout=worker_timeout)
+                except (TimeoutError, OSError) as exc:
+                    raise BuildError(f"no dask worker joined the scheduler {addr} within {worker_timeout:.0f} s "
+                                     f"({type(exc).__name__}); start workers with `dask worker {addr}` and rerun "
+                                     "(nothing was written)") from None
             yield client
         finally:
-            client.close()
+            with contextlib.suppress(Exception):
+                client.close()
         return
     import dask
 
     cores = available_cores()
     n = n_workers or cores
     kw: dict[str, Any] = dict(n_workers=n, threads_per_worker=1, processes=processes,
-                              dashboard_address=":0", silence_logs=logging.ERROR)
+                              dashboard_address=":0", silence_logs=logging.CRITICAL)
     if not processes:
         kw["n_workers"], kw["threads_per_worker"] = 1, n
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores, n)}):
+    else:
+        kw["preload"] = [__name__]  # dask_setup below, in each worker process
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environ(cores, n)}), _workers_ignore_sigint():
         cluster = LocalCluster(**kw)
     client = Client(cluster)
     try:
         yield client
     finally:
-        client.close()
-        cluster.close()
+        with contextlib.suppress(Exception):
+            client.close()
+        with contextlib.suppress(Exception):
+            cluster.close()
+
+
+def dask_setup(worker: Any) -> None:
+    """Worker preload of the LocalCluster's processes: a worker torn down by Ctrl-C stays quiet.
+
+    The client side reports the interruption in one line; the only noise left from a worker is the
+    ``Client.__del__`` of its (xarray I/O lock) client after the worker's event loop has closed,
+    which this filter drops. Every other unraisable exception is still printed.
+    """
+    default = sys.unraisablehook
+
+    def hook(u: Any) -> None:
+        if isinstance(u.exc_value, RuntimeError) and "IOLoop is closed" in str(u.exc_value):
+            return
+        default(u)
+
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _workers_ignore_sigint() -> Iterator[None]:
+    """Spawn the LocalCluster's worker processes with SIGINT ignored (inherited through exec).
+
+    Ctrl-C then reaches only this process, which stops the build and closes the cluster — one
+    line for the user instead of a traceback from every worker. (Only from the main thread, where
+    Python allows changing signal handlers.)
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 #: glibc malloc: keep freed blocks below 256 MiB in the heap. dask's default
@@ -262,6 +377,8 @@ class BuildReport:
                          "(kept, flagged hf_converged=False)")
         for f in self.failures:
             lines.append(f"  FAILED {f['key']} ({f['stage']}): {f.get('error')}")
+        if not self.store_samples:
+            lines.append("  store  : not written (no point has images)")
         lines.append("  status : " + ("ok" if self.ok else
                                       f"{len(self.unconverged)} unconverged, {len(self.failures)} failed"))
         return lines
@@ -269,7 +386,7 @@ class BuildReport:
 
 def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str | None = None,
                   workers: int | None = None, append: bool = False, backend: Backend | None = None,
-                  processes: bool = True, progress: bool = True) -> BuildReport:
+                  processes: bool = True, progress: bool = True, worker_timeout: float = 300.0) -> BuildReport:
     """Build (or resume, or extend) the dataset store ``out`` for ``cfg``.
 
     Parameters
@@ -291,94 +408,124 @@ def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str |
         LocalCluster workers as processes (default) or threads.
     progress : bool
         Show a progress bar with counts and ETA on stderr.
+    worker_timeout : float
+        With ``scheduler``: seconds to wait for a first worker.
 
     Returns
     -------
     BuildReport
         Counts, failures and timing; ``report.ok`` is False if any point failed or did not converge.
+
+    Raises
+    ------
+    InputError
+        Bad input (config, paths, scheduler address); nothing was written.
+    BuildError
+        The work could not be finished (no workers, lost scheduler, the final write failed); nothing
+        partial was published.
     """
     out = Path(out)
     n_req = cfg.dataset.workers if workers is None else workers
     if n_req < 0:
         raise InputError(f"--workers must be ≥ 0 (0 = one per core), got {n_req}")
-    make_plan(cfg, 1)  # validate the plan before touching anything
+    if scheduler:
+        check_scheduler_address(scheduler)
+    make_plan(cfg)  # validate the plan before touching anything
     with exclusive(out):
         return _build(cfg, out, scheduler=scheduler, workers=workers, append=append, backend=backend,
-                      processes=processes, progress=progress)
+                      processes=processes, progress=progress, worker_timeout=worker_timeout)
 
 
 @contextlib.contextmanager
 def exclusive(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the store path for the duration of a build.
+    """Hold the build lock of the store path for the duration of a build (:func:`moireu.data.schema.store_lock`).
 
-    ``fcntl.flock`` on ``.<name>.lock`` next to the store: two builds into the same store refuse
-    each other; the kernel drops the lock when the holder dies (even by SIGKILL), so a crash never
-    leaves a stale lock behind.
+    Two builds into the same store refuse each other, and readers never repair or remove anything
+    while it is held; the kernel drops the lock when the holder dies (even by SIGKILL).
     """
-    import fcntl
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    lock = out.with_name(f".{out.name}.lock")
-    fh = open(lock, "a+")
     try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = sc.lock_path(out)
+        with open(lock, "a+"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write next to --out {str(out)!r}: {exc.strerror or exc} "
+                         f"({str(out.parent)!r}); choose a writable location (nothing was written)") from None
+    with sc.store_lock(out) as mine:
+        if not mine:
             raise InputError(f"another `moireu dataset build` is writing {str(out)!r} right now "
-                             f"(lock {str(lock)!r}); wait for it to finish") from None
+                             f"(lock {str(sc.lock_path(out))!r}); wait for it to finish")
         yield
-    finally:
-        fh.close()
+
+
+def _open_work_dir(out: Path, cfg: MoireuConfig, append: bool) -> WorkDir:
+    """The work directory of this build: resumed when its data fingerprint matches, else a new generation.
+
+    A work directory of another fingerprint that holds committed results is refused (rerun that
+    build, or delete the folder); one without any results (a build that never got to compute) is
+    simply replaced, so a corrected command always runs.
+    """
+    root = work_dir_for(out)
+    fp = st.data_fingerprint(cfg)
+    man = read_manifest(root)
+    if man is not None and man.get("fingerprint") == fp and man.get("token"):
+        return WorkDir(root, man["token"], fp)
+    if man is not None and man.get("token") and WorkDir(root, man["token"], str(man.get("fingerprint"))).has_records():
+        from moireu.config import config_from_json
+
+        try:
+            diff = st.config_differences(config_from_json(man["config"]), cfg)
+        except (InputError, KeyError, TypeError, ValueError):
+            diff = ["(unreadable manifest)"]
+        raise InputError(f"{str(root)!r} holds an unfinished build of a different config (differs in "
+                         f"{', '.join(diff) or 'its data fingerprint'}); rerun that build to finish it, or "
+                         "delete the folder (nothing was written)")
+    return WorkDir(root, new_token(), fp)
 
 
 def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int | None, append: bool,
-           backend: Backend | None, processes: bool, progress: bool) -> BuildReport:
+           backend: Backend | None, processes: bool, progress: bool, worker_timeout: float) -> BuildReport:
     """:func:`build_dataset` under the store lock."""
     t_start = time.perf_counter()
-    out = Path(out)
     backend = backend or PhysicsBackend()
     n_req = cfg.dataset.workers if workers is None else workers
     old = st.check_existing(out, cfg, append)
-    wd = WorkDir(work_dir_for(out))
-    man = wd.manifest()
-    if man is not None:
-        from moireu.config import config_from_json
-
-        diff = st.config_differences(config_from_json(man["config"]), cfg)
-        bad = [d for d in diff if tuple(d.split(".")) not in st._APPENDABLE] if append else diff
-        if bad:
-            raise InputError(f"{str(wd.root)!r} holds an unfinished build of a different config (differs in "
-                             f"{', '.join(bad)}); rerun that build to finish it, or delete the folder "
-                             "(nothing was written)")
-    wd.write_manifest({"config": cfg.to_json(), "fingerprint": cfg.fingerprint(), "store": out.name})
-    wd.clean_temporaries()
+    wd = _open_work_dir(out, cfg, append)
+    if wd.root.is_dir():
+        wd.clean()  # temporaries, and every file of another build token
 
     # points already in the store (the work dir, if any, is newer)
     in_store: set[tuple[str, float, float]] = set()
     if old is not None:
         keys = zip(old["split"].values.tolist(), old["U"].values.tolist(), old["filling"].values.tolist())
-        in_store = {(s, round(u, 6), f) for s, u, f in keys}
+        in_store = {sc.point_key(s, u, f) for s, u, f in keys}
 
     report = BuildReport(out=out)
+    plan = make_plan(cfg)
     with contextlib.ExitStack() as stack:
         client = None
-        plan = make_plan(cfg, 1)
+
+        def connect() -> Any:
+            c = stack.enter_context(dask_client(scheduler, n_req, processes, worker_timeout,
+                                                say=_say if progress else None))
+            # the work dir is created (and its manifest written) only once the cluster is there
+            wd.write_manifest({"config": cfg.to_json(), "store": out.name})
+            report.workers = n_workers_of(c)
+            return c
+
         todo_solve, todo_render = _todo(plan, wd, in_store)
-        if todo_solve or todo_render:
-            client = stack.enter_context(dask_client(scheduler, n_req, processes))
-            report.workers = n_workers_of(client)
-            plan = make_plan(cfg, report.workers)
-            todo_solve, todo_render = _todo(plan, wd, in_store)
         report.solves_total = len(plan.points)
         report.images_total = plan.n_images
         report.solves_skipped = len(plan.points) - len(todo_solve)
         report.images_skipped = (len(plan.points) - len(todo_render)) * len(plan.specs)
-        if client is not None:
+        if todo_solve or todo_render:
+            client = connect()
             _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
         # adaptive refinement: extra grid U where the solved grid's order parameters change most
         extra = _refinement_points(cfg, plan, wd, old)
         if extra:
             plan.points = plan.points + extra
+            plan.chains = chains_of_length(plan.points, cfg.dataset.chain_length)
             report.solves_total += len(extra)
             report.images_total += len(extra) * len(plan.specs)
             todo_solve, todo_render = _todo(Plan(extra, plan.specs), wd, in_store)
@@ -386,18 +533,25 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
             report.images_skipped += (len(extra) - len(todo_render)) * len(plan.specs)
             if todo_solve or todo_render:
                 if client is None:
-                    client = stack.enter_context(dask_client(scheduler, n_req, processes))
-                    report.workers = n_workers_of(client)
-                plan.chains = make_chains(plan.points, report.workers)
+                    client = connect()
                 _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
 
     # consolidate
-    samples = _consolidate(cfg, plan, wd, old, out, report)
+    try:
+        samples = _consolidate(cfg, plan, wd, old, out, report)
+    except OSError as exc:
+        raise BuildError(f"writing the store {str(out)!r} failed: {exc}; the previous store (if any) is "
+                         f"untouched and the finished points are kept in {str(wd.root)!r} — fix the cause "
+                         "(free disk space, permissions) and rerun the same command") from None
     report.store_samples = samples
     report.seconds = time.perf_counter() - t_start
-    if report.ok and all(_point_in(p, wd, in_store) for p in plan.points):
+    if report.ok and samples and all(_point_in(p, wd, in_store) for p in plan.points):
         wd.remove()
     return report
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def _refinement_points(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any) -> list[SolvePoint]:
@@ -412,27 +566,27 @@ def _refinement_points(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any) -> 
         return []
     from_store: dict[tuple[float, float], dict[str, float]] = {}
     if old is not None:
-        hf = {k: old[f"hf_{k}"].values for k in REFINE_KEYS if f"hf_{k}" in old}  # loaded once
-        conv = old["hf_converged"].values
+        hf = {k: sc.values(old, f"hf_{k}") for k in REFINE_KEYS if f"hf_{k}" in old}  # loaded once
+        conv = sc.values(old, "hf_converged")
         for i, (sp, u, f) in enumerate(zip(old["split"].values.tolist(), old["U"].values.tolist(),
                                            old["filling"].values.tolist())):
-            if sp == "grid" and (round(u, 6), f) not in from_store:
-                from_store[(round(u, 6), f)] = {k: float(v[i]) for k, v in hf.items()} | {
+            if sp == "grid" and (sc.round_u(u), f) not in from_store:
+                from_store[(sc.round_u(u), f)] = {k: float(v[i]) for k, v in hf.items()} | {
                     "status": "ok" if bool(conv[i]) else "unconverged"}
     out: list[SolvePoint] = []
     for nu in cfg.dataset.fillings:
         grid = [p for p in plan.points if p.split == "grid" and p.filling == float(nu)]
-        recs = [wd.solve_record(p) or from_store.get((round(p.U, 6), p.filling)) for p in grid]
+        recs = [wd.solve_record(p) or from_store.get((sc.round_u(p.U), p.filling)) for p in grid]
         if any(r is None or r.get("status") != "ok" for r in recs):
             continue
-        taken = {round(p.U, 6) for p in plan.points if p.filling == float(nu)}
+        taken = {sc.round_u(p.U) for p in plan.points if p.filling == float(nu)}
         out += [SolvePoint("grid", u, float(nu)) for u in refinement_values([p.U for p in grid], recs, n)
                 if u not in taken]
     return out
 
 
 def _point_in(p: SolvePoint, wd: WorkDir, in_store: set[tuple[str, float, float]]) -> bool:
-    return wd.images_done(p) or (p.split, round(p.U, 6), p.filling) in in_store
+    return wd.images_done(p) or sc.point_key(p.split, p.U, p.filling) in in_store
 
 
 def _todo(plan: Plan, wd: WorkDir, in_store: set) -> tuple[list[SolvePoint], list[SolvePoint]]:
@@ -446,32 +600,46 @@ def _todo(plan: Plan, wd: WorkDir, in_store: set) -> tuple[list[SolvePoint], lis
     return solve, render
 
 
+def _lost_cluster(client: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` of a future means the scheduler is gone (not that one task/worker failed)."""
+    from concurrent.futures import CancelledError
+
+    if getattr(client, "status", "running") not in ("running", "connecting"):
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    return isinstance(exc, CancelledError) or bool(names & {"FutureCancelledError", "CommClosedError"})
+
+
 def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backend,
          todo_solve: list[SolvePoint], todo_render: list[SolvePoint], report: BuildReport,
          progress: bool) -> None:
+    """Submit the chains' solves and the renders, collect their records into ``report``.
+
+    The backend travels inside each task (no scattered data): a task can run on any worker,
+    including workers that join after every original worker has left.
+    """
     from dask.distributed import as_completed
 
     pred = plan.predecessor()
     todo_s, todo_r = set(todo_solve), set(todo_render)
-    root = str(wd.root)
-    [backend_f] = client.scatter([backend], broadcast=True, hash=False)
+    root, tok, fp = str(wd.root), wd.token, wd.fingerprint
     solve_f: dict[SolvePoint, Any] = {}
     kinds: dict[Any, tuple[str, SolvePoint]] = {}
-    token = f"{time.time_ns():x}"
+    run_id = f"{time.time_ns():x}"
     for chain in plan.chains:
         prev = None
         for p in chain:
             if p in todo_s:
-                f = client.submit(solve_task, backend_f, cfg, p, root, pred[p], prev, pure=False,
-                                  key=f"solve-{p.key}-{token}")
+                f = client.submit(solve_task, backend, cfg, p, root, tok, fp, pred[p], prev, pure=False,
+                                  key=f"solve-{p.key}-{run_id}")
                 solve_f[p], kinds[f] = f, ("solve", p)
                 prev = f
             else:
                 prev = None
             if p in todo_r:
                 rec = solve_f.get(p) or wd.solve_record(p)
-                g = client.submit(render_task, backend_f, cfg, p, root, plan.specs, rec, pure=False,
-                                  priority=1, key=f"render-{p.key}-{token}")
+                g = client.submit(render_task, backend, cfg, p, root, tok, fp, plan.specs, rec, pure=False,
+                                  priority=1, key=f"render-{p.key}-{run_id}")
                 kinds[g] = ("render", p)
     bar = _Progress(len(todo_s), len(todo_r) * len(plan.specs), enabled=progress)
     with bar:
@@ -479,10 +647,18 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
             kind, p = kinds[fut]
             try:
                 res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-                res = {"key": p.key, "split": p.split, "U": p.U, "filling": p.filling, "stage": kind,
-                       "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-                wd.record_failure(p, kind, res)
+            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory) or the scheduler
+                if _lost_cluster(client, exc):
+                    raise BuildError(f"lost the dask cluster ({type(exc).__name__}: {exc}); nothing was "
+                                     f"published — the finished points are kept in {str(wd.root)!r}, rerun the "
+                                     "same command to resume") from None
+                res = _point_info(p) | {"stage": kind, "status": "failed", "n": 0,
+                                        "error": f"{type(exc).__name__}: {exc}"}
+                with contextlib.suppress(StaleTask, OSError):
+                    wd.record_failure(p, kind, res)
+            if res.get("status") == "stale":
+                raise BuildError(f"the work directory {str(wd.root)!r} was taken over by another build; "
+                                 "nothing was published")
             if kind == "solve":
                 if not res.get("skipped"):
                     report.cpu_solve += sum(a.get("cpu_seconds", 0.0) for a in res.get("attempts", []))
@@ -491,46 +667,52 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                 msg = (f"solve {p.key}: {res['status']}" +
                        (f", {res['iterations']} it, max moment {res['max_moment']:.3f}"
                         if res["status"] != "failed" else f" ({res.get('error')})"))
-                bar.solve_done(msg, res["status"] != "ok")
+                bar.solve_done(msg, res["status"] != "ok", failed=res["status"] == "failed")
             else:
                 report.cpu_render += res.get("cpu_seconds", 0.0)
-                n = res.get("n", 0) if res["status"] == "ok" else 0
-                report.images_run += n
-                bar.images_done(len(plan.specs), f"render {p.key}: {res['status']}", res["status"] != "ok")
+                ok = res["status"] == "ok"
+                report.images_run += res.get("n", 0) if ok else 0
+                bar.images_done(len(plan.specs), f"render {p.key}: {res['status']}"
+                                + ("" if ok else f" ({res.get('error', 'no solution')})"), not ok, failed=not ok)
 
 
 def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path,
                  report: BuildReport) -> int:
-    """Write the store from the existing store + the work dir parts; fill failures into ``report``."""
+    """Write the store from the existing store + the work dir parts; fill failures into ``report``.
+
+    Returns the number of samples in the store (0, and nothing written, when no point has images).
+    """
     parts = []
     transform: dict[str, Any] | None = None
     rendering: dict[str, Any] = {}
     kx = ky = None
+    ldos: dict[tuple[str, float, float], np.ndarray] = {}
+    levels: np.ndarray | None = None
+    geometry: dict[str, np.ndarray] = {}
     points = set(plan.points)
-    if wd.root.is_dir():
-        for f in sorted((wd.root / "images").glob("*.npz")):
-            rec_path = wd.root / "solves" / f"{f.stem}.json"
-            if not rec_path.is_file():
-                continue
-            rec = json.loads(rec_path.read_text())
-            p = SolvePoint(rec["split"], float(rec["U"]), float(rec["filling"]))
-            part = wd.load_images(p)
-            if kx is None:
-                kx, ky, transform, rendering = part["kx"], part["ky"], part["transform"], part["rendering"]
-            elif part["kx"].shape != kx.shape or not np.allclose(part["kx"], kx) or not np.allclose(part["ky"], ky):
-                raise RuntimeError(f"images of {p.key} are on another k grid than the others")
-            parts.append((p, rec, part))
-            points.add(p)
-    new_keys = {(p.split, round(p.U, 6), p.filling) for p, _, _ in parts}
+    for p in wd.committed_points() if wd.root.is_dir() else []:
+        part = wd.load_images(p)
+        rec = wd.solve_record(p)
+        if part is None or rec is None:
+            continue
+        if kx is None:
+            kx, ky, transform, rendering = part["kx"], part["ky"], part["transform"], part["rendering"]
+        elif part["kx"].shape != kx.shape or not np.allclose(part["kx"], kx) or not np.allclose(part["ky"], ky):
+            raise RuntimeError(f"images of {p.key} are on another k grid than the others")
+        if "ldos" in part:
+            ldos[sc.point_key(p.split, p.U, p.filling)] = part["ldos"]
+            levels, geometry = part["bias_level"], part["geometry"]
+        parts.append((p, rec, part))
+        points.add(p)
+    new_keys = {sc.point_key(p.split, p.U, p.filling) for p, _, _ in parts}
     cols = st.samples_from_parts(parts)
     history: list[dict[str, Any]] = []
     if old is not None:
         keys = zip(old["split"].values.tolist(), old["U"].values.tolist(), old["filling"].values.tolist())
-        keep = np.array([(s, round(u, 6), f) not in new_keys for s, u, f in keys], bool)
+        keep = np.array([sc.point_key(s, u, f) not in new_keys for s, u, f in keys], bool)
         if keep.any():
-            cols = st.concat_columns(st.columns_from_store(old, keep), cols) if parts else \
-                st.columns_from_store(old, keep)
-        old_kx, old_ky = np.asarray(old["kx"].values), np.asarray(old["ky"].values)
+            cols = st.concat_columns(st.columns_from_store(old, keep), cols)
+        old_kx, old_ky = sc.values(old, "kx"), sc.values(old, "ky")
         if kx is not None and (old_kx.shape != kx.shape or not np.allclose(old_kx, kx)
                                or not np.allclose(old_ky, ky)):
             raise RuntimeError("new images are on another k grid than the existing store's")
@@ -540,6 +722,10 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
         transform = st.json_attr(old, "image_transform", transform)
         rendering = st.json_attr(old, "rendering", rendering)
         history = st.json_attr(old, "history", [])
+        old_ldos, old_levels, old_geom = st.ldos_from_store(old)
+        ldos = old_ldos | ldos
+        levels = levels if levels is not None else old_levels
+        geometry = geometry or old_geom
     # failures and unconverged points (from the work dir records)
     failures = wd.failures() if wd.root.is_dir() else []
     report.failures = failures
@@ -547,10 +733,8 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
     report.unconverged = [r for r in records if r is not None and r["status"] == "unconverged"]
     if not parts and old is not None and not failures:
         return int(old.sizes["sample"])  # nothing new: the store is already complete and current
-    if kx is None:
-        if not failures:
-            return 0
-        kx = ky = np.zeros(0)
+    if kx is None or not len(cols.get("U", ())):
+        return 0  # no point has images: nothing to publish (the report lists the failures)
     prov = provenance()
     history = history + [{"created": prov["created"], "git_commit": prov["git_commit"],
                           "fingerprint": cfg.fingerprint(), "new_points": len(parts),
@@ -558,9 +742,8 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
     attrs = {"config": cfg.to_json(), "moireu_version": prov["moireu_version"], "git_commit": prov["git_commit"],
              "created": prov["created"], "image_transform": json.dumps(transform or {}, sort_keys=True),
              "rendering": json.dumps(rendering, sort_keys=True),
-             "failures": json.dumps(failures), "history": json.dumps(history),
-             "n_points": len({(s, u, f) for s, u, f in zip(cols["split"], cols["U"], cols["filling"])})}
-    ds = st.dataset_from_columns(cols, kx, ky, attrs)
+             "failures": json.dumps(failures), "history": json.dumps(history)}
+    ds = st.dataset_from_columns(cols, kx, ky, attrs, ldos, levels, geometry)
     st.write_store(ds, out)
     return int(ds.sizes["sample"])
 
@@ -573,6 +756,7 @@ class _Progress:
         self.enabled = enabled
         self.n_solves, self.n_images = n_solves, n_images
         self.done_s = self.done_i = 0
+        self.failed_s = self.failed_i = 0
         self.t0 = time.perf_counter()
         self._p = None
         self._console = None
@@ -605,7 +789,9 @@ class _Progress:
         done = self.done_s + self.done_i / 50.0
         eta = el * (total - done) / done if done > 0 else float("nan")
         fmt = (lambda t: "--:--" if not np.isfinite(t) else f"{int(t) // 60:02d}:{int(t) % 60:02d}")
-        print(f"[solves {self.done_s}/{self.n_solves}, images {self.done_i}/{self.n_images}] "
+        fs = f" ({self.failed_s} failed)" if self.failed_s else ""
+        fi = f" ({self.failed_i} failed)" if self.failed_i else ""
+        print(f"[solves {self.done_s}/{self.n_solves}{fs}, images {self.done_i}/{self.n_images}{fi}] "
               f"elapsed {fmt(el)}, ETA {fmt(eta)}  {msg}", file=sys.stderr, flush=True)
 
     def _emit(self, msg: str, warn: bool) -> None:
@@ -617,14 +803,17 @@ class _Progress:
         elif warn:
             print(msg, file=sys.stderr, flush=True)
 
-    def solve_done(self, msg: str, warn: bool) -> None:
+    def solve_done(self, msg: str, warn: bool, failed: bool = False) -> None:
         self.done_s += 1
+        self.failed_s += failed
         if self._p is not None:
             self._p.advance(self._ts)
         self._emit(msg, warn)
 
-    def images_done(self, n: int, msg: str, warn: bool) -> None:
+    def images_done(self, n: int, msg: str, warn: bool, failed: bool = False) -> None:
+        """``n`` images finished — rendered, or (``failed``) given up: counted apart, never as done."""
         self.done_i += n
+        self.failed_i += n if failed else 0
         if self._p is not None:
             self._p.advance(self._ti, n)
         self._emit(msg, warn)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from moireu.data import schema as sc
 from moireu.data.store import json_attr, open_store
 from moireu.errors import InputError
 from moireu.provenance import write_bytes_atomic
@@ -26,7 +27,7 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     ``image_transform``, ``moireu_version``, ``git_commit``, ``created``, ``history``.
     """
     ds = open_store(path)
-    meta = ds.drop_vars("image").load()
+    meta = sc.load(ds.drop_vars("image"))
     split = meta["split"].values.astype(str)
     U, nu = meta["U"].values, meta["filling"].values
     per: dict[tuple[str, float, float], list[int]] = {}
@@ -35,12 +36,8 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     rows = []
     for (s, u, f), idx in sorted(per.items(), key=lambda kv: ({"grid": 0}.get(kv[0][0], 1), kv[0][1], kv[0][2])):
         i = idx[0]
-        rows.append({"split": s, "U": float(u), "filling": float(f), "images": len(idx),
-                     "hf_converged": bool(meta["hf_converged"].values[i]),
-                     "hf_iterations": int(meta["hf_iterations"].values[i]),
-                     "hf_max_moment": float(meta["hf_max_moment"].values[i]),
-                     "hf_staggered_moment": float(meta["hf_staggered_moment"].values[i]),
-                     "hf_gap": float(meta["hf_gap"].values[i])})
+        rows.append({"split": s, "U": float(u), "filling": float(f), "images": len(idx)}
+                    | {v: meta[v].values[i].item() for v in sc.HF_FIELDS.values() if v in meta})
     kx, ky = ds["kx"].values, ds["ky"].values
     return {
         "path": str(path),
@@ -61,6 +58,9 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
         "git_commit": ds.attrs.get("git_commit"),
         "created": ds.attrs.get("created"),
         "history": json_attr(ds, "history", []),
+        "schema_version": ds.attrs.get("schema_version"),
+        "per_image_columns": [c for c in (*sc.SCAN_COLUMNS, *sc.LEGACY_COLUMNS) if c in ds.variables],
+        "ldos": (dict(zip(ds["ldos"].dims, map(int, ds["ldos"].shape))) if "ldos" in ds.variables else None),
     }
 
 
@@ -76,6 +76,8 @@ def format_info(info: dict[str, Any]) -> str:
              f"fillings {info['fillings']}, biases {info['biases']} eV, {info['variations']} patch variations",
              f"  moireu {info['moireu_version']}, commit {info['git_commit']}, created {info['created']}",
              f"  unconverged samples {info['unconverged_samples']}, failed points {len(info['failures'])}",
+             f"  schema {info['schema_version']}; per-image columns: {', '.join(info['per_image_columns']) or 'none'}; "
+             f"per-atom LDOS: {info['ldos'] or 'not stored'}",
              "",
              f"  {'split':<8} {'U (eV)':>9} {'ν':>6} {'images':>6} {'conv':>5} {'iter':>5} "
              f"{'max m':>7} {'stag m':>7} {'gap (eV)':>9}"]
@@ -129,7 +131,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
     if out.exists() and not out.is_dir():
         raise InputError(f"output {str(out)!r} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    meta = ds.drop_vars("image").load()
+    meta = sc.load(ds.drop_vars("image"))
     n = int(ds.sizes["sample"])
     idx = range(n if limit is None else min(n, limit))
     written: list[Path] = []
@@ -145,7 +147,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
                 f"b{meta['bias'].values[i]:+.4f}_v{int(meta['variation'].values[i]):03d}.png")
         name = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
         if i // bs != block[0]:  # read whole chunks, not one chunk per image
-            block = (i // bs, np.asarray(ds["image"][(i // bs) * bs:(i // bs + 1) * bs].values))
+            block = (i // bs, sc.values(ds, "image", slice((i // bs) * bs, (i // bs + 1) * bs)))
         img = block[1][i - block[0] * bs]
         written.append(write_bytes_atomic(out / name, _png_bytes(img, cmap)))
     # overview: one per point
@@ -170,7 +172,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         for ax in axes.ravel():
             ax.axis("off")
         for ax, k in zip(axes.ravel(), keys):
-            img = np.asarray(ds["image"][pick[k]].values)
+            img = sc.values(ds, "image", pick[k])
             lo, hi = _display_range(img)
             ax.imshow(img, cmap=cmap, origin="lower", extent=ext, vmin=lo, vmax=hi)
             ax.set_title(f"{k[0]} U={k[1]:.2f} eV ν={k[2]:+g}", fontsize=7)

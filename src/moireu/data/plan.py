@@ -5,13 +5,15 @@ A build is fully described by the resolved configuration. It consists of
 * **solve points** ``(split, U, ν)``: one Hartree–Fock solve each. ``split`` is ``"grid"`` for
   every ``U`` in ``dataset.U_values`` and ``"heldout"`` for ``dataset.heldout`` random fractional
   values drawn uniformly in ``(min U, max U)`` from the dataset seed;
-* **image specs** per solve point: every bias offset in ``dataset.biases`` times every patch
-  variation. A variation ``v`` is a fractional patch offset ``(f₁, f₂) ∈ [0, 1)²`` (in units of the
-  moiré vectors t₁, t₂) drawn from the dataset seed, combined with a rotation from
-  ``dataset.rotations_deg``; the same variation table is used for every ``(U, ν)``, so that the
-  label ``U`` is the only thing that changes between images with the same ``(bias, variation)``.
+* **image specs** per solve point: every bias offset in ``dataset.biases`` times ``dataset.n_offsets``
+  variations. A variation is only an index ``v``: every image is its own simulated acquisition
+  (:mod:`moireu.stm.measure`), drawn from
+  ``default_rng(SeedSequence([seed, 7, point hash, bias index, v]))`` (:func:`point_hash`,
+  :func:`moireu.stm.measure.scan_rng`), so no two images share a crop, orientation or noise draw,
+  and a store built with another ``dataset.seed`` has all-new acquisitions. The ML split groups
+  images by ``v``.
 
-So the number of images is ``n_points × len(biases) × n_offsets × len(rotations_deg)``.
+So the number of images is ``n_points × len(biases) × n_offsets``.
 
 Adaptive refinement (``dataset.refine = n``): after the grid solves, ``n`` extra *grid* U values are
 placed at the midpoints of the grid intervals across which the HF order parameters change most
@@ -20,8 +22,10 @@ image — changes fastest (a moment onset, the growth of antiferromagnetic order
 the solved grid only, never from the held-out points.
 
 Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
-``n_chains`` contiguous runs. Within a run each solve starts from its predecessor's density matrix,
-so a sweep never starts from scratch at every point, while the runs proceed in parallel.
+contiguous runs of at most ``dataset.chain_length`` points. Within a run each solve starts from its
+predecessor's density matrix, so a sweep never starts from scratch at every point, while the runs
+proceed in parallel. The runs depend on the configuration only — never on the number of workers —
+so the data of a build are the same on any cluster (issue 13).
 """
 
 from __future__ import annotations
@@ -32,10 +36,9 @@ from typing import Iterable
 import numpy as np
 
 from moireu.config import MoireuConfig
+from moireu.data.schema import HF_ORDER_PARAMETERS, SPLITS
+from moireu.data.schema import U_DECIMALS as _U_DECIMALS  # U is rounded to 1 µeV: exact keys
 from moireu.errors import InputError
-
-SPLITS = ("grid", "heldout")
-_U_DECIMALS = 6  # U is rounded to 1 µeV so that keys and store coordinates are exact
 
 
 @dataclass(frozen=True, order=True)
@@ -58,12 +61,9 @@ class SolvePoint:
 
 @dataclass(frozen=True)
 class Variation:
-    """A patch variation: fractional offset (``f1``, ``f2``) of the patch origin and a rotation (deg)."""
+    """Index ``id`` of a per-image acquisition draw (the scan itself is drawn at render time)."""
 
     id: int
-    f1: float
-    f2: float
-    rotation_deg: float
 
 
 @dataclass(frozen=True)
@@ -131,20 +131,15 @@ def heldout_values(cfg: MoireuConfig, n: int | None = None) -> np.ndarray:
 
 
 def variations(cfg: MoireuConfig) -> list[Variation]:
-    """The patch-variation table: ``n_offsets`` seeded fractional offsets × ``rotations_deg``.
+    """The ``dataset.n_offsets`` acquisition indices 0 … n − 1 of every (point, bias)."""
+    return [Variation(v) for v in range(cfg.dataset.n_offsets)]
 
-    Variation 0 is the unshifted patch ``(0, 0)``; the others are uniform in ``[0, 1)²`` from
-    ``default_rng(SeedSequence([seed, 5, 2]))``.
-    """
-    d = cfg.dataset
-    rng = np.random.default_rng(np.random.SeedSequence([dataset_seed(cfg), 5, 2]))
-    frac = rng.uniform(0.0, 1.0, size=(d.n_offsets, 2))
-    frac[0] = 0.0
-    out = []
-    for rot in d.rotations_deg:
-        for f1, f2 in frac:
-            out.append(Variation(len(out), float(f1), float(f2), float(rot)))
-    return out
+
+def point_hash(point: SolvePoint) -> int:
+    """A stable 32-bit integer of a solve point (its key), an entropy word of the scan seeds."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(point.key.encode()).digest()[:4], "little")
 
 
 def _check(cfg: MoireuConfig) -> None:
@@ -159,20 +154,18 @@ def _check(cfg: MoireuConfig) -> None:
         raise InputError(f"dataset.fillings must be non-empty and without duplicates, got {list(d.fillings)}")
     if len(d.biases) == 0 or len(set(d.biases)) != len(d.biases):
         raise InputError(f"dataset.biases must be non-empty and without duplicates, got {list(d.biases)}")
-    if len(d.rotations_deg) == 0 or len(set(d.rotations_deg)) != len(d.rotations_deg):
-        raise InputError(f"dataset.rotations_deg must be non-empty and without duplicates, "
-                         f"got {list(d.rotations_deg)}")
 
 
-def make_plan(cfg: MoireuConfig, n_chains: int = 1) -> Plan:
-    """Build the plan of ``cfg`` with warm-start chains cut for ``n_chains`` parallel workers.
+def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
+    """Build the plan of ``cfg`` with its warm-start chains.
 
     Parameters
     ----------
     cfg : MoireuConfig
         Resolved configuration (``dataset`` section drives the plan).
-    n_chains : int
-        Contiguous warm-start runs per filling (typically the number of workers).
+    n_chains : int, optional
+        Contiguous warm-start runs per filling; default (what builds use): runs of at most
+        ``dataset.chain_length`` points (:func:`chains_of_length`), independent of the cluster.
     """
     _check(cfg)
     d = cfg.dataset
@@ -184,8 +177,18 @@ def make_plan(cfg: MoireuConfig, n_chains: int = 1) -> Plan:
         points += [SolvePoint("heldout", float(u), float(nu)) for u in sorted(held)]
     specs = [ImageSpec(float(b), v) for b in d.biases for v in variations(cfg)]
     plan = Plan(points=points, specs=specs)
-    plan.chains = make_chains(points, n_chains)
+    plan.chains = chains_of_length(points, d.chain_length) if n_chains is None else make_chains(points, n_chains)
     return plan
+
+
+def chains_of_length(points: Iterable[SolvePoint], chain_length: int) -> list[list[SolvePoint]]:
+    """Per filling, the fewest balanced contiguous runs (:func:`make_chains`) of ≤ ``chain_length`` points."""
+    points = list(points)
+    out: list[list[SolvePoint]] = []
+    for nu in sorted({p.filling for p in points}):
+        pts = [p for p in points if p.filling == nu]
+        out += make_chains(pts, -(-len(pts) // max(1, int(chain_length))))
+    return out
 
 
 def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolvePoint]]:
@@ -211,8 +214,8 @@ def make_chains(points: Iterable[SolvePoint], n_chains: int) -> list[list[SolveP
     return chains
 
 
-#: HF order parameters whose change across a grid interval drives the refinement.
-REFINE_KEYS = ("max_moment", "staggered_moment", "charge_spread", "gap")
+#: HF order parameters whose change across a grid interval drives the refinement (the schema's, less the energy).
+REFINE_KEYS = tuple(k for k in HF_ORDER_PARAMETERS if k != "total_energy")
 
 
 def refinement_values(U: Iterable[float], records: Iterable[dict], n: int) -> list[float]:

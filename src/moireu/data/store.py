@@ -1,93 +1,34 @@
-"""The dataset store: one Zarr (v3) store written through xarray, per the contract in ARCHITECTURE.md.
+"""Writing the dataset store, and checking a store against the configuration of a build.
 
-Variables (dimension ``sample`` unless noted)::
+What a store holds is defined once, in :mod:`moireu.data.schema` (variables, point key, U rounding,
+split code) — see the generated table in docs/ARCHITECTURE.md. This module assembles that
+:class:`xarray.Dataset` from per-point parts and writes it.
 
-    image (sample, ky, kx) float32   FT-LDOS image, transformed as attrs["image_transform"] says
-    kx, ky                float64    coordinates, Å⁻¹
-    U, filling, bias      float64    label (eV), ν, bias offset from E_F (eV)
-    variation             int32      patch variation id; offset_x, offset_y (Å), rotation_deg
-    split                 <U8        "grid" or "heldout"
-    hf_converged (bool), hf_iterations (int32), hf_max_moment, hf_staggered_moment,
-    hf_charge_spread, hf_total_energy, hf_gap (float64): the (U, ν) solution of the sample
-
-Attributes: ``config`` (resolved config JSON), ``moireu_version``, ``git_commit``,
-``image_transform`` (JSON), ``created``, ``failures`` (JSON list of points without images),
-``history`` (JSON list of the builds that wrote the store: ``--append`` adds one entry).
-
-The store is only ever replaced as a whole (written to a temporary sibling and renamed), so a
-reader sees either the previous complete store or the new one.
+The store is only ever replaced as a whole: written to a temporary sibling, read back and compared
+with what was meant to be written (:func:`verify_store`), then renamed into place, all under the
+build lock — so a reader sees either the previous complete store or the new complete one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from moireu.config import MoireuConfig, config_from_json
+from moireu.data import schema as sc
+from moireu.data.schema import HF_FIELDS, is_store, open_store, recover  # noqa: F401 - re-exported
 from moireu.errors import InputError
 
-SAMPLE_VARS_FLOAT = ("U", "filling", "bias", "offset_x", "offset_y", "rotation_deg", "hf_max_moment",
-                     "hf_staggered_moment", "hf_charge_spread", "hf_total_energy", "hf_gap")
-#: record key of a solve → store variable
-HF_FIELDS = {"converged": "hf_converged", "iterations": "hf_iterations", "max_moment": "hf_max_moment",
-             "staggered_moment": "hf_staggered_moment", "charge_spread": "hf_charge_spread",
-             "total_energy": "hf_total_energy", "gap": "hf_gap"}
-SPLIT_ORDER = {"grid": 0, "heldout": 1}
 _MAX_CHUNK_BYTES = 8 * 2**20
-
-
-def is_store(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a Zarr store written by :func:`write_store`."""
-    p = Path(path)
-    return p.is_dir() and (p / "zarr.json").is_file()
-
-
-def open_store(path: str | os.PathLike) -> Any:
-    """Open a dataset store lazily as an :class:`xarray.Dataset` (``split`` as ``<U8``).
-
-    Raises
-    ------
-    InputError
-        When ``path`` does not exist or is not a moireu dataset store.
-    """
-    import xarray as xr
-
-    p = Path(path)
-    recover(p)
-    if not p.exists():
-        raise InputError(f"dataset store {str(p)!r} does not exist")
-    if not is_store(p):
-        raise InputError(f"{str(p)!r} is not a Zarr store (no zarr.json); expected the output of "
-                         "`moireu dataset build`")
-    ds = xr.open_zarr(p, consolidated=False)
-    if "image" not in ds or "config" not in ds.attrs:
-        raise InputError(f"{str(p)!r} is a Zarr store but not a moireu dataset (no image/config)")
-    if "split" in ds:
-        ds["split"] = ds["split"].astype("<U8")
-    return ds
 
 
 def store_config(ds: Any) -> MoireuConfig:
     """The resolved configuration a store was built from."""
     return config_from_json(ds.attrs["config"])
-
-
-def recover(path: Path) -> None:
-    """Finish a store replacement that a kill interrupted between its two renames.
-
-    :func:`moireu.provenance.atomic_path` moves the old store to ``.<name>.old`` before moving the
-    new one in; if only the ``.old`` copy exists, put it back.
-    """
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.is_dir():
-        os.replace(old, path)
-    for tmp in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else ():
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -137,7 +78,7 @@ def check_existing(out: Path, cfg: MoireuConfig, append: bool) -> Any:
     unless ``append`` and the differences only add points (``dataset.U_values``, ``dataset.heldout``,
     ``dataset.fillings``).
     """
-    recover(out)
+    recover(out)  # the caller holds the build lock
     if not out.exists():
         return None
     if not is_store(out):
@@ -160,93 +101,179 @@ def check_existing(out: Path, cfg: MoireuConfig, append: bool) -> Any:
     return ds
 
 
+def data_fingerprint(cfg: MoireuConfig) -> str:
+    """Hash of every config key that changes what one solve point's data are.
+
+    The keys :func:`config_differences` ignores and those that only add points (``--append``:
+    ``dataset.U_values``, ``dataset.heldout``, ``dataset.fillings``) are left out; everything else —
+    the whole ``lattice``, ``hf`` (``hf.kT`` included), ``stm`` and image settings, the seeds — is in.
+    Every work record of a build carries it, and records of another fingerprint are never used.
+    """
+    import hashlib
+
+    flat = _flatten(cfg.to_dict())
+    keep = {".".join(k): v for k, v in sorted(flat.items())
+            if not any(k[:len(i)] == i for i in _IGNORED) and k not in _APPENDABLE}
+    keep["dataset.seed"] = cfg.seed if keep.get("dataset.seed") is None else keep["dataset.seed"]
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
 # ------------------------------------------------------------------------------------------------
 # writing
 
 
 def samples_from_parts(parts: list[tuple[Any, dict[str, Any], dict[str, Any]]]) -> dict[str, np.ndarray]:
-    """Per-sample columns from ``(point, solve record, image part)`` triples."""
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "U", "filling", "bias", "variation",
-                                                         "offset_x", "offset_y", "rotation_deg", "split",
-                                                         *HF_FIELDS.values())}
+    """Per-sample columns from ``(point, solve record, image part)`` triples.
+
+    ``part`` (:meth:`moireu.data.workdir.WorkDir.load_images`) holds ``images``, ``bias``,
+    ``variation`` and the per-image columns of the schema's ``scan``/``legacy`` groups it has.
+    """
+    cols: dict[str, list[np.ndarray]] = {}
     for point, rec, part in parts:
         n = part["images"].shape[0]
-        cols["image"].append(part["images"].astype(np.float32))
-        cols["U"].append(np.full(n, point.U))
-        cols["filling"].append(np.full(n, point.filling))
-        cols["split"].append(np.full(n, point.split, dtype="<U8"))
-        for k in ("bias", "variation", "offset_x", "offset_y", "rotation_deg"):
-            cols[k].append(np.asarray(part[k]))
-        for rk, sk in HF_FIELDS.items():
-            cols[sk].append(np.full(n, rec[rk]))
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+        row = {"image": part["images"].astype(np.float32), "U": np.full(n, point.U),
+               "filling": np.full(n, point.filling), "split": sc.encode_split(np.full(n, point.split))}
+        row |= {k: np.asarray(part[k]) for k in ("bias", "variation")}
+        row |= {k: np.asarray(part[k], float) for k in (*sc.SCAN_COLUMNS, *sc.LEGACY_COLUMNS) if k in part}
+        row |= {sk: np.full(n, rec[rk]) for rk, sk in HF_FIELDS.items()}
+        _append_row(cols, row, n)
+    return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.ndarray,
-                         attrs: dict[str, Any]) -> Any:
-    """Assemble the contract :class:`xarray.Dataset` (sorted by split, U, ν, bias, variation)."""
+def _append_row(cols: dict[str, list[np.ndarray]], row: dict[str, np.ndarray], n: int) -> None:
+    """Append one block of columns; columns missing on either side are NaN-filled (float groups only)."""
+    n_before = sum(len(x) for x in next(iter(cols.values()))) if cols else 0
+    for k in set(cols) | set(row):
+        if k not in row:
+            row[k] = np.full(n, np.nan)
+        if k not in cols:
+            if sc.VARIABLES[k].group == "core" and n_before:
+                raise ValueError(f"store column {k!r} is missing in part of the samples")
+            cols[k] = [np.full(n_before, np.nan)] if n_before else []
+        cols[k].append(row[k])
+
+
+def concat_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Concatenate two column sets (columns of only one side NaN-filled: scan/legacy groups)."""
+    cols: dict[str, list[np.ndarray]] = {}
+    for c in (a, b):
+        if c and len(c["U"]):
+            _append_row(cols, dict(c), len(c["U"]))
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def dataset_from_columns(cols: dict[str, np.ndarray], kx: np.ndarray, ky: np.ndarray, attrs: dict[str, Any],
+                         ldos: dict[tuple[str, float, float], np.ndarray] | None = None,
+                         bias_level: np.ndarray | None = None, geometry: dict[str, np.ndarray] | None = None) -> Any:
+    """Assemble the schema's :class:`xarray.Dataset`, sorted by (split, U, ν, bias, variation).
+
+    ``ldos`` maps point keys to ``(n_bias, n_atom)`` arrays (rows: ``bias_level``); it is written
+    with ``geometry`` only when every point of the store has one.
+    """
     import xarray as xr
 
-    order = np.lexsort((cols["variation"], cols["bias"], cols["filling"], cols["U"],
-                        np.array([SPLIT_ORDER[s] for s in cols["split"]])))
-    dtypes = {"variation": np.int32, "hf_iterations": np.int32, "hf_converged": bool, "image": np.float32}
-    data = {}
+    split = sc.encode_split(cols["split"])
+    order = np.lexsort((cols["variation"], cols["bias"], cols["filling"], cols["U"], split))
+    cols = {k: np.asarray(v)[order] for k, v in cols.items()} | {"split": split[order]}
+    keys = [(int(s), sc.round_u(u), float(f)) for s, u, f in zip(cols["split"], cols["U"], cols["filling"])]
+    points = sorted(set(keys))
+    index = {k: i for i, k in enumerate(points)}
+    data: dict[str, Any] = {}
     for k, v in cols.items():
-        v = np.asarray(v)[order]
-        if k == "image":
-            data[k] = (("sample", "ky", "kx"), v.astype(np.float32))
-        elif k == "split":
-            data[k] = ("sample", v.astype(object))
-        else:
-            data[k] = ("sample", v.astype(dtypes.get(k, np.float64)))
+        var = sc.VARIABLES[k]
+        data[k] = (var.dims, v.astype(var.np_dtype))
+    data["sample_point"] = (("sample",), np.array([index[k] for k in keys], np.int32))
+    data["point_split"] = (("point",), np.array([p[0] for p in points], np.int8))
+    data["point_U"] = (("point",), np.array([p[1] for p in points], float))
+    data["point_filling"] = (("point",), np.array([p[2] for p in points], float))
+    names = {v: k for k, v in sc.SPLIT_CODES.items()}
+    if ldos and geometry and all((names[p[0]], p[1], p[2]) in ldos for p in points):
+        data["ldos"] = (sc.VARIABLES["ldos"].dims,
+                        np.stack([ldos[(names[p[0]], p[1], p[2])] for p in points]).astype(float))
+        data["bias_level"] = (("bias_level",), np.asarray(bias_level, float))
+        for g in sc.LDOS_GEOMETRY:
+            data[g] = (sc.VARIABLES[g].dims, np.asarray(geometry[g]).astype(sc.VARIABLES[g].np_dtype))
     ds = xr.Dataset(data, coords={"kx": ("kx", np.asarray(kx, float)), "ky": ("ky", np.asarray(ky, float))},
-                    attrs=attrs)
-    ds["kx"].attrs.update(units="1/Å", long_name="k_x")
-    ds["ky"].attrs.update(units="1/Å", long_name="k_y")
-    ds["U"].attrs.update(units="eV", long_name="on-site Hubbard U")
-    ds["bias"].attrs.update(units="eV", long_name="bias relative to E_F")
-    for k in ("offset_x", "offset_y"):
-        ds[k].attrs.update(units="Å")
-    ds["rotation_deg"].attrs.update(units="deg")
-    ds["hf_gap"].attrs.update(units="eV", long_name="mean-field gap at E_F on the HF k-mesh")
-    ds["hf_total_energy"].attrs.update(units="eV")
+                    attrs=attrs | {"schema_version": sc.SCHEMA_VERSION, "n_points": len(points)})
+    for name in ds.variables:
+        ds[name].attrs.update(sc.var_attrs(str(name)))
     return ds
 
 
 def write_store(ds: Any, out: Path) -> None:
-    """Write ``ds`` to ``out`` atomically (temporary sibling + rename; the old store stays until then)."""
+    """Write ``ds`` to ``out`` atomically and verified (caller holds the build lock).
+
+    Core Zarr v3: ``bytes`` + ``blosc`` (zstd inside, byte shuffle) on every array, plus zarr-python's
+    consolidated metadata in the root ``zarr.json`` (``must_understand: false``). The store is
+    written to a temporary sibling, read back and compared with ``ds`` (:func:`verify_store`), and
+    only then renamed onto ``out`` (the old store stays until that rename).
+    """
+    from zarr.codecs import BloscCodec
+
     from moireu.provenance import atomic_path
 
+    for name in ("split", "point_split"):  # a dataset read with decoded split names is stored as codes
+        if name in ds.variables and ds[name].dtype.kind in "OUS":
+            ds = ds.assign({name: (ds[name].dims, sc.encode_split(ds[name].values), sc.var_attrs(name))})
     ny, nx = ds.sizes.get("ky", 1), ds.sizes.get("kx", 1)
     per = max(1, min(max(ds.sizes.get("sample", 1), 1), _MAX_CHUNK_BYTES // max(1, 4 * nx * ny)))
-    encoding = {"image": {"chunks": (per, ny, nx)}}
+    blosc = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+    encoding: dict[str, Any] = {str(v): {"compressors": (blosc,)} for v in ds.variables}
+    encoding["image"]["chunks"] = (per, ny, nx)
+    if "ldos" in ds:
+        encoding["ldos"]["chunks"] = (1,) + tuple(ds["ldos"].shape[1:])
     with atomic_path(out) as tmp:
-        ds.to_zarr(tmp, mode="w", consolidated=False, encoding=encoding)
+        with warnings.catch_warnings():
+            # zarr notes that consolidated metadata is not in the v3 spec: it is an extra field of the root
+            # zarr.json marked must_understand = false (other implementations may ignore it); with it plain
+            # xr.open_zarr(path) opens the store without a "no consolidated metadata" RuntimeWarning
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3, encoding=encoding)
+        verify_store(tmp, ds)
 
 
-def empty_columns() -> dict[str, np.ndarray]:
-    return samples_from_parts([])
+def verify_store(path: Path, expected: Any) -> None:
+    """Read the store at ``path`` back and compare it with ``expected``; raise if anything differs.
+
+    Every variable (shape, dtype, values — NaN equal to NaN) and every attribute must be there.
+    """
+    import xarray as xr
+
+    got = xr.open_zarr(path, consolidated=False)
+    try:
+        for name, var in expected.variables.items():
+            if name not in got.variables:
+                raise OSError(f"the written store lacks variable {name!r}")
+            g = got[name]
+            if g.shape != var.shape or g.dtype != var.dtype:
+                raise OSError(f"the written store's {name!r} is {g.dtype}{g.shape}, expected {var.dtype}{var.shape}")
+            a, b = np.asarray(g.values), np.asarray(var.values)
+            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                raise OSError(f"the written store's {name!r} differs from the data it was given")
+        lost = [k for k in expected.attrs if k not in got.attrs]
+        if lost:
+            raise OSError(f"the written store lacks attributes {lost}")
+    finally:
+        got.close()
 
 
 def columns_from_store(ds: Any, keep: np.ndarray) -> dict[str, np.ndarray]:
     """Per-sample columns of the samples ``keep`` (bool mask) of an existing store (loaded)."""
-    sub = ds.isel(sample=np.flatnonzero(keep)).load()
-    cols = {k: np.asarray(sub[k].values) for k in ("image", "U", "filling", "bias", "variation", "offset_x",
-                                                   "offset_y", "rotation_deg", "split", *HF_FIELDS.values())}
-    cols["split"] = cols["split"].astype("<U8")
+    sub = sc.load(ds.isel(sample=np.flatnonzero(keep)))
+    cols = {k: np.asarray(sub[k].values) for k in sc.SAMPLE_COLUMNS if k in sub.variables}
+    cols["split"] = sc.encode_split(cols["split"])
     return cols
 
 
-def concat_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
-    for k in a:
-        if len(a[k]) == 0:
-            out[k] = b[k]
-        elif len(b[k]) == 0:
-            out[k] = a[k]
-        else:
-            out[k] = np.concatenate([a[k], b[k]])
-    return out
+def ldos_from_store(ds: Any) -> tuple[dict[tuple[str, float, float], np.ndarray], Any, dict[str, np.ndarray]]:
+    """Per-point LDOS (by point key), the bias levels and the geometry of a store ({} when it has none)."""
+    if "ldos" not in ds.variables:
+        return {}, None, {}
+    split = sc.decode_split(sc.values(ds, "point_split"))
+    U, nu = sc.values(ds, "point_U"), sc.values(ds, "point_filling")
+    ld = sc.values(ds, "ldos")
+    out = {sc.point_key(s, u, f): ld[i] for i, (s, u, f) in enumerate(zip(split, U, nu))}
+    return out, sc.values(ds, "bias_level"), {g: sc.values(ds, g) for g in sc.LDOS_GEOMETRY}
 
 
 def json_attr(ds: Any, name: str, default: Any = None) -> Any:

@@ -7,7 +7,9 @@ The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two m
     given), write the result to the path ``out`` and return its summary (keys in
     :data:`SUMMARY_KEYS`);
 ``render(cfg, point, result, specs) -> Rendered``
-    load the result file and return the images of ``specs``.
+    load the result file and return the images of ``specs``: one fresh simulated acquisition per
+    image (:mod:`moireu.stm.measure`), aligned to the training frame (:mod:`moireu.stm.align`),
+    with the per-image scan columns and the per-atom LDOS it used.
 
 :class:`PhysicsBackend` implements them with :mod:`moireu.hf` and :mod:`moireu.stm`; tests inject
 cheap backends with the same two methods to exercise scheduling, crash safety and the store.
@@ -41,19 +43,26 @@ class Rendered:
     ----------
     images : (n, ny, nx) float32
     kx, ky : (nx,), (ny,) float64, Å⁻¹
-    offset_x, offset_y : (n,) float64, Å — the Cartesian patch offsets actually used
+    params : dict of (n,) float64 arrays — the per-image columns of the store contract
+        (``scan_*`` of :meth:`moireu.stm.measure.ScanParams.columns`, ``measured_twist_deg``, ``align_quality``)
     transform : dict — the image transform (``moireu.stm.ImageTransform.to_dict()``): stored as the
         store's ``image_transform`` attribute, from which user maps are put on the training window
-    info : dict — how the weights were made (LDOS broadening, k-mesh, patch), stored as ``rendering``
+    info : dict — how the weights were made (LDOS broadening, k-mesh, measurement ranges), stored as ``rendering``
+    ldos : (n_bias, N) float64 or None — the per-atom LDOS at ``biases`` (spin sum), rendered into the images
+    biases : (n_bias,) float64 or None — eV from E_F, the rows of ``ldos``
+    geometry : dict or None — the moiré cell, keys of :data:`moireu.data.schema.LDOS_GEOMETRY`: ``atom_xyz`` (N, 3) Å,
+        ``atom_layer``, ``atom_sublattice`` (N,), ``cell`` (2, 2) Å
     """
 
     images: np.ndarray
     kx: np.ndarray
     ky: np.ndarray
-    offset_x: np.ndarray
-    offset_y: np.ndarray
+    params: dict[str, np.ndarray] = field(default_factory=dict)
     transform: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    ldos: np.ndarray | None = None
+    biases: np.ndarray | None = None
+    geometry: dict[str, np.ndarray] | None = None
 
 
 class Backend(Protocol):
@@ -142,8 +151,10 @@ class PhysicsBackend:
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
                specs: Sequence[ImageSpec]) -> Rendered:
+        from moireu.data.plan import dataset_seed, point_hash
         from moireu.hf import HFResult
-        from moireu.stm import ImageTransform, ftldos, ldos_at, patch_points
+        from moireu.stm import ImageTransform, ldos_at
+        from moireu.stm.measure import CellGeometry, MeasurementSpec, acquire, draw_scan, scan_rng
 
         system = self.system(cfg)
         model = system.model
@@ -155,21 +166,28 @@ class PhysicsBackend:
         ldos = np.asarray(ldos_at(system, res, biases=biases, eta=st.eta, kind=st.broadening,
                                   kmesh=st.kmesh, allow_unconverged=True))
         row = {b: i for i, b in enumerate(biases)}
-        cell = np.asarray(model.cell, float)
-        transform = ImageTransform.from_config(st, moire_period=float(np.linalg.norm(cell[0])))
-        imgs, ox, oy = [], [], []
-        kx = ky = None
+        geom = CellGeometry.of(model)
+        transform = ImageTransform.from_config(st, geom=geom)
+        spec = MeasurementSpec.from_config(st, geom.cell)
+        seed, ph = dataset_seed(cfg), point_hash(point)
+        cfg_biases = np.asarray(cfg.dataset.biases, float)
+        imgs: list[np.ndarray] = []
+        params: dict[str, list[float]] = {}
         for s in specs:
-            off = s.variation.f1 * cell[0] + s.variation.f2 * cell[1]
-            xy, w = patch_points(model.positions[:, :2], cell, ldos[row[s.bias]], cells=st.patch_cells,
-                                 offset=(float(off[0]), float(off[1])), rotation_deg=s.variation.rotation_deg)
-            img = ftldos(xy, w, transform=transform)
-            imgs.append(np.asarray(img.values, np.float32))
-            ox.append(float(off[0]))
-            oy.append(float(off[1]))
-            if kx is None:
-                kx, ky = np.asarray(img["kx"].values, float), np.asarray(img["ky"].values, float)
-        info = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
-                "patch_cells": st.patch_cells, "bias_reference": "E_F of each HF solution",
-                "offsets": "fractional (f1, f2) of the moiré vectors t1, t2, stored in Å"}
-        return Rendered(np.stack(imgs), kx, ky, np.asarray(ox), np.asarray(oy), transform.to_dict(), info)
+            bias_index = int(np.argmin(np.abs(cfg_biases - s.bias)))
+            scan = draw_scan(scan_rng(seed, ph, bias_index, s.variation.id), spec)
+            img, cols = acquire(geom, ldos[row[s.bias]], scan, transform)
+            imgs.append(img)
+            for k, v in cols.items():
+                params.setdefault(k, []).append(float(v))
+        kx, ky = transform.window.axes(transform.n_pixels)
+        info_d = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
+                  "bias_reference": "E_F of each HF solution",
+                  "measurement": st.measurement.model_dump(mode="json") | {"map_pixels": st.map_pixels,
+                                                                           "tip_height": st.tip_height},
+                  "scan_seed": "SeedSequence([dataset seed, 7, point hash, bias index, variation])"}
+        geometry = {"atom_xyz": np.asarray(model.positions, float), "cell": np.asarray(model.cell, float),
+                    "atom_layer": np.asarray(model.layer, np.int8),
+                    "atom_sublattice": np.asarray(model.sublattice, np.int8)}
+        return Rendered(np.stack(imgs), kx, ky, {k: np.asarray(v) for k, v in params.items()},
+                        transform.to_dict(), info_d, ldos, np.asarray(biases, float), geometry)

@@ -1,9 +1,8 @@
 """Reading the dataset store, the stratified split, and the image preprocessing pipeline.
 
-The store contract is in ``docs/ARCHITECTURE.md``: a Zarr store (written through xarray) with
+The store schema is :mod:`moireu.data.schema` (one reader for every stage): ML uses
 ``image (sample, ky, kx) float32``, ``U (sample)`` and ``split (sample)`` ∈ {``grid``, ``heldout``},
-plus attrs (``config``, ``image_transform``). This module reads it with :func:`xarray.open_zarr`
-only, so the ML stage does not depend on how the store was built.
+plus attrs (``config``, ``image_transform``).
 
 Preprocessing (the same for training, evaluation and prediction, parameters stored in the
 checkpoint) maps a stored image ``I`` to the network input ``x``:
@@ -30,7 +29,8 @@ from torch import nn
 
 from moireu.errors import InputError
 
-__all__ = ["StoreData", "open_dataset", "load_split", "stratified_split", "Preprocess", "store_fingerprint"]
+__all__ = ["StoreData", "open_dataset", "load_split", "stratified_split", "random_split", "split_indices",
+           "SPLIT_MODES", "SPLIT_PARTS", "split_names", "Preprocess", "store_fingerprint"]
 
 
 @dataclass
@@ -41,6 +41,13 @@ class StoreData:
     U: np.ndarray  # (n,) float64
     index: np.ndarray  # (n,) int64: sample indices in the store
     attrs: dict[str, Any]
+    variation: np.ndarray | None = None  # (n,) int64: acquisition-draw id (the split groups by it)
+
+    def take(self, pos: np.ndarray) -> "StoreData":
+        """The samples at positions ``pos`` (a new StoreData)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        return StoreData(self.images[pos], self.U[pos], self.index[pos], self.attrs,
+                         None if self.variation is None else self.variation[pos])
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -48,40 +55,47 @@ class StoreData:
 
 
 def open_dataset(path: str | Path):
-    """Open a dataset store (Zarr, through xarray) and check the variables ML needs.
+    """Open a dataset store with the one reader (:func:`moireu.data.schema.open_store`) and check
+    the variables ML needs.
 
     Raises
     ------
     InputError
-        The path does not exist, is not a readable Zarr store, or lacks ``image``/``U``/``split``.
+        The path does not exist, is not a readable dataset store, or lacks ``image``/``U``/``split``.
     """
-    import xarray as xr
+    from moireu.data import schema as sc
 
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset store {str(path)!r} does not exist")
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            ds = xr.open_zarr(path, consolidated=None)
-    except Exception as exc:  # zarr raises many kinds of errors for a corrupt store
-        raise InputError(f"dataset store {str(path)!r} cannot be read as a Zarr store "
-                         f"({type(exc).__name__}: {exc})") from None
-    missing = [v for v in ("image", "U", "split") if v not in ds.variables]
-    if missing:
-        raise InputError(f"dataset store {str(path)!r} lacks variable(s) {missing}; a store needs "
-                         "image (sample, ky, kx), U (sample) and split (sample)")
-    if ds["image"].ndim != 3:
-        raise InputError(f"dataset {str(path)!r}: image must have dims (sample, ky, kx), got {ds['image'].dims}")
+    ds = sc.open_store(path)
+    sc.require(ds, ("image", "U", "split"), "training and evaluation")
     return ds
 
 
 def store_fingerprint(ds) -> dict[str, Any]:
-    """A light identity of a store: sample count, image shape and the sum of the labels."""
-    return {"n_samples": int(ds.sizes["sample"]), "image_shape": [int(s) for s in ds["image"].shape[1:]],
-            "U_sum": round(float(np.asarray(ds["U"].values, dtype=np.float64).sum()), 9)}
+    """The identity of a store: sample count, image shape, label sum, config hash and an image checksum.
+
+    Two stores built with different configs (another ``dataset.seed`` included) or holding different
+    images never share a fingerprint; the image checksum reads the first and the last image only.
+    """
+    import hashlib
+
+    n = int(ds.sizes["sample"])
+    cfg = ds.attrs.get("config", "")
+    cfg = cfg if isinstance(cfg, str) else json.dumps(cfg, sort_keys=True, default=str)
+    h = hashlib.sha256(cfg.encode())
+    if n:
+        for i in sorted({0, n - 1}):
+            h.update(np.ascontiguousarray(np.asarray(ds["image"].isel(sample=i).values, dtype=np.float32)).tobytes())
+    return {"n_samples": n, "image_shape": [int(s) for s in ds["image"].shape[1:]],
+            "U_sum": round(float(np.asarray(ds["U"].values, dtype=np.float64).sum()), 9),
+            "digest": h.hexdigest()[:16]}
+
+
+def split_names(ds) -> np.ndarray:
+    """The ``split`` of every sample as strings (``grid``/``heldout``), whether the store holds names or
+    the schema's int8 code (:func:`moireu.data.schema.decode_split`)."""
+    from moireu.data import schema as sc
+
+    return sc.decode_split(np.asarray(ds["split"].values))
 
 
 def _attrs(ds) -> dict[str, Any]:
@@ -99,29 +113,35 @@ def _attrs(ds) -> dict[str, Any]:
 
 def load_split(ds, which: str) -> StoreData:
     """Images and labels of ``which`` ∈ {``grid``, ``heldout``} samples (NaNs refused)."""
-    split = np.array([str(s) for s in np.asarray(ds["split"].values).tolist()])
+    from moireu.data import schema as sc
+
+    split = split_names(ds)
     idx = np.flatnonzero(split == which)
     if idx.size == 0:
         raise InputError(f"the dataset has no {which!r} samples (split values present: "
                          f"{sorted(set(split.tolist()))})")
-    images = np.asarray(ds["image"].isel(sample=idx).values, dtype=np.float32)
-    U = np.asarray(ds["U"].values, dtype=np.float64)[idx]
+    images = sc.values(ds, "image", idx).astype(np.float32, copy=False)
+    U = sc.values(ds, "U").astype(np.float64)[idx]
     bad = ~np.isfinite(images).reshape(len(idx), -1).all(axis=1)
     if bad.any():
         raise InputError(f"{int(bad.sum())} {which!r} image(s) contain NaN or inf (first sample index "
                          f"{int(idx[np.flatnonzero(bad)[0]])}); rebuild the dataset")
     if not np.isfinite(U).all():
         raise InputError(f"{int((~np.isfinite(U)).sum())} {which!r} label(s) U are NaN or inf")
-    return StoreData(images=images, U=U, index=idx.astype(np.int64), attrs=_attrs(ds))
+    var = np.asarray(ds["variation"].values, dtype=np.int64)[idx] if "variation" in ds.variables else None
+    return StoreData(images=images, U=U, index=idx.astype(np.int64), attrs=_attrs(ds), variation=var)
 
 
 def stratified_split(U: np.ndarray, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
                      seed: int = 0, decimals: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split positions ``0..n−1`` into train/val/test, stratified by the value of U.
+    """Split positions ``0..n−1`` into train/val/test, stratified by the value of U (legacy split).
 
     Within each U stratum (U rounded to ``decimals``) the samples are permuted with a generator
     seeded by ``seed``; the first ``round(f_val·m)`` go to validation, the next ``round(f_test·m)``
     to test, the rest to training (each part gets at least one sample when ``m ≥ 3``).
+
+    This split is *by image*: images of one crop (variation) at different U land in different parts,
+    so it is kept only to re-read checkpoints written before :func:`split_indices` existed.
 
     Raises
     ------
@@ -151,6 +171,101 @@ def stratified_split(U: np.ndarray, fractions: tuple[float, float, float] = (0.6
         raise InputError(f"{U.size} grid sample(s) cannot be split into train/val/test "
                          f"({tr.size}/{va.size}/{te.size}); the dataset needs at least 3 images per U value")
     return tr, va, te
+
+
+def random_split(n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                 seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference (``paper``) split: one random permutation of ``0..n−1``, not stratified.
+
+    The first ``⌊f_train·n⌋`` permuted positions are training, the next ``⌊f_val·n⌋`` validation,
+    the rest test (Tanksale & Stauber: 60/20/20 with seed 42). Returned sorted.
+    """
+    f_train, f_val, f_test = fractions
+    if not np.isclose(f_train + f_val + f_test, 1.0) or min(fractions) <= 0:
+        raise InputError(f"split fractions must be positive and sum to 1, got {fractions}")
+    perm = np.random.default_rng(seed).permutation(int(n))
+    n_tr, n_va = int(f_train * n), int(f_val * n)
+    parts = (perm[:n_tr], perm[n_tr:n_tr + n_va], perm[n_tr + n_va:])
+    if min(p.size for p in parts) == 0:
+        raise InputError(f"{n} grid sample(s) cannot be split {fractions} into non-empty train/val/test")
+    return tuple(np.sort(p).astype(np.int64) for p in parts)  # type: ignore[return-value]
+
+
+#: named split modes of :func:`split_indices`
+SPLIT_MODES = ("variation", "paper")
+#: parts of a split, in order
+SPLIT_PARTS = ("train", "val", "cal", "test")
+# stream id of the split in the seed sequence (other streams: member seeds, augmentation)
+_SPLIT_STREAM = 11
+PAPER_SEED = 42
+PAPER_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def split_indices(mode: str, n: int, variation: np.ndarray | None = None, seed: int = 0,
+                  fractions: tuple[float, float, float, float] = (0.55, 0.15, 0.15, 0.15)) -> dict[str, np.ndarray]:
+    """Positions ``0..n−1`` of the grid samples split into ``train``/``val``/``cal``/``test``.
+
+    ``mode="variation"`` (default, leak-free): the distinct ``variation`` ids (one id = one acquisition
+    draw v of the dataset, contract A) are permuted with ``default_rng(SeedSequence([seed, 11]))`` and
+    cut into four groups of ``round(f·m)`` ids (each part ≥ 1 id, training takes the rest); every image
+    goes where its id went, so no crop (nor any image sharing a draw index) is in two parts. ``cal``
+    (split-conformal calibration and the out-of-distribution threshold) therefore holds only crops
+    that neither the gradient steps nor early stopping (``val``) saw.
+
+    ``mode="paper"``: the reference split, random 60/20/20 by image with seed 42 (``fractions`` and
+    ``seed`` ignored): ``train``/``val``/``test``; ``cal`` is the validation part (the reference has no
+    calibration set).
+
+    Parameters
+    ----------
+    mode : {"variation", "paper"}
+    n : int
+        Number of grid samples.
+    variation : array (n,) of int, optional
+        Variation id of each sample (needed by ``mode="variation"``).
+    seed : int
+    fractions : (train, val, cal, test)
+        Fractions of the variation ids, positive, summing to 1.
+
+    Returns
+    -------
+    dict
+        ``{"train", "val", "cal", "test"}`` → sorted int64 positions.
+
+    Raises
+    ------
+    InputError
+        Unknown mode, bad fractions, missing variation ids, or too few ids for four parts.
+    """
+    if mode not in SPLIT_MODES:
+        raise InputError(f"split mode must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
+    n = int(n)
+    if mode == "paper":
+        tr, va, te = random_split(n, PAPER_FRACTIONS, seed=PAPER_SEED)
+        return {"train": tr, "val": va, "cal": va.copy(), "test": te}
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 4 or min(fr) <= 0 or not np.isclose(sum(fr), 1.0):
+        raise InputError(f"split fractions (train, val, cal, test) must be 4 positive numbers summing to 1, got {fractions}")
+    if variation is None:
+        raise InputError("the variation split needs the store's variation ids (the store has no `variation`); "
+                         "use split mode 'paper'")
+    var = np.asarray(variation).astype(np.int64).ravel()
+    if var.size != n:
+        raise InputError(f"{var.size} variation ids for {n} samples")
+    ids = np.unique(var)
+    m = ids.size
+    if m < 4:
+        raise InputError(f"the grid samples have {m} distinct variation id(s); a leak-free train/val/cal/test split "
+                         "needs at least 4 (dataset.n_offsets ≥ 4)")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _SPLIT_STREAM]))
+    ids = ids[rng.permutation(m)]
+    counts = [max(1, int(round(f * m))) for f in fr[1:]]
+    while sum(counts) > m - 1:  # training keeps at least one id
+        counts[int(np.argmax(counts))] -= 1
+    cuts = np.cumsum([0, *counts])
+    parts = {"val": ids[cuts[0]:cuts[1]], "cal": ids[cuts[1]:cuts[2]], "test": ids[cuts[2]:cuts[3]],
+             "train": ids[cuts[3]:]}
+    return {k: np.flatnonzero(np.isin(var, parts[k])).astype(np.int64) for k in SPLIT_PARTS}
 
 
 class Preprocess(nn.Module):

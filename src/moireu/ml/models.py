@@ -1,4 +1,13 @@
-"""Regression networks for FT-LDOS images: a registry of ``fc``, ``cnn`` and ``resnet18``.
+"""Regression networks for FT-LDOS images and the model registry.
+
+Every network is registered under a name with the arguments that make it a variant
+(timm's ``register_model`` style): :func:`register_model` decorates a class (or factory) once per
+variant, :func:`create_model` builds one by name, :func:`list_models` lists every variant with its
+parameter count and the training recipe it belongs to. Registered variants:
+
+``fc``, ``cnn``, ``cnn_mild``, ``resnet18`` (recipe ``ours``; ``cnn_mild`` is ``cnn`` trained with
+the ``mild`` augmentation profile) and ``cnn_paper``, ``resnet18_paper`` (recipe ``paper``: the
+networks of Tanksale & Stauber, arXiv:2602.18890, as described in their public code).
 
 Every model maps a batch of single-channel images ``x`` of shape ``(n, 1, H, W)`` (float32) to one
 scalar per image, shape ``(n,)``. Models know nothing about physics; they see tensors only.
@@ -13,18 +22,102 @@ K. He, X. Zhang, S. Ren, J. Sun, "Deep residual learning for image recognition",
 (ResNet-18: a 7×7/2 stem, 3×3/2 max-pool, four stages of two BasicBlocks with 64, 128, 256, 512
 channels, stride 2 at the start of stages 2–4, 1×1/2 projection shortcuts, global average pool).
 S. Ioffe, C. Szegedy, "Batch normalization", ICML 2015.
+K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers", ICCV 2015 (Kaiming init).
 """
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from moireu.errors import InputError
 
-__all__ = ["FCNet", "ConvNet", "ResNet18", "BasicBlock", "create_model", "available_models", "gradcam_module"]
+__all__ = ["FCNet", "ConvNet", "PaperCNN", "ResNet18", "BasicBlock", "ModelSpec", "register_model", "create_model",
+           "available_models", "list_models", "model_spec", "gradcam_module", "load_resnet18_weights",
+           "count_parameters"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered variant: what builds it, with which arguments, trained by which recipe.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    builder : callable
+        Class or factory called as ``builder(**defaults | kw)``.
+    defaults : dict
+        Constructor arguments that make this variant (the variant *is* these arguments).
+    recipe : {"ours", "paper"}
+        The training recipe the variant belongs to.
+    train : dict
+        Training settings the variant implies (``TrainConfig`` fields, e.g. ``{"augment": "mild"}``).
+    summary : str
+        One line for ``moireu models``.
+    """
+
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    recipe: str = "ours"
+    train: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+# options one call site may pass to any model; dropped for models that do not take them
+_SHARED = ("image_size", "dropout")
+
+
+def register_model(name: str | None = None, *, recipe: str = "ours", train: dict[str, Any] | None = None,
+                   summary: str = "", **defaults: Any) -> Callable[[Any], Any]:
+    """Class/factory decorator that registers a model variant (stack it for several variants).
+
+    Parameters
+    ----------
+    name : str, optional
+        Registry name (default: the decorated object's ``__name__``).
+    recipe : {"ours", "paper"}
+    train : dict, optional
+        Training settings the variant implies.
+    summary : str
+        One-line description (default: the first line of the builder's docstring).
+    **defaults
+        Constructor arguments that define the variant.
+
+    Examples
+    --------
+    >>> @register_model("tiny_cnn", width=4)       # doctest: +SKIP
+    ... @register_model("cnn")
+    ... @register_model("cnn_mild", width=8, train={"augment": "mild"},
+                summary="cnn trained with the mild augmentation profile (robust to mild corruption)")
+@register_model("cnn", width=8)
+class ConvNet(nn.Module): ...
+    """
+    if recipe not in ("ours", "paper"):
+        raise InputError(f"recipe must be 'ours' or 'paper', got {recipe!r}")
+
+    def deco(builder: Any) -> Any:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise InputError(f"model {key!r} is registered twice")
+        params = inspect.signature(builder).parameters
+        bad = [k for k in defaults if k not in params]
+        if bad:
+            raise InputError(f"model {key!r}: {builder.__name__} takes no argument(s) {bad}")
+        doc = summary or (inspect.getdoc(builder) or "").split("\n")[0]
+        _REGISTRY[key] = ModelSpec(key, builder, dict(defaults), recipe, dict(train or {}), doc)
+        return builder
+
+    return deco
+
 
 
 def _check_input(x: torch.Tensor) -> None:
@@ -32,6 +125,7 @@ def _check_input(x: torch.Tensor) -> None:
         raise InputError(f"model input must have shape (n, 1, H, W), got {tuple(x.shape)}")
 
 
+@register_model("fc")
 class FCNet(nn.Module):
     """Fully connected baseline: flatten → [Linear → ReLU → Dropout] × len(hidden) → Linear(·, 1).
 
@@ -79,6 +173,9 @@ class ConvBlock(nn.Sequential):
         )
 
 
+@register_model("cnn_mild", width=8, train={"augment": "mild"},
+                summary="cnn trained with the mild augmentation profile (robust to mild corruption)")
+@register_model("cnn", width=8)
 class ConvNet(nn.Module):
     """Four conv blocks (widths ``w, 2w, 4w, 8w``), global average pool, dropout regression head.
 
@@ -145,6 +242,46 @@ class ConvNet(nn.Module):
         return y if lin is None else y + lin
 
 
+@register_model("cnn_paper", recipe="paper")
+class PaperCNN(nn.Module):
+    """Tanksale & Stauber's CNN: 3 conv blocks (32/64/128), GAP, L2-normalised features, MLP, U ≥ 0.
+
+    ``x → [conv3×3 → ReLU → BN] × 2 → maxpool`` three times with widths ``w, 2w, 4w``, global
+    average pool, ``f / ‖f‖₂`` (the pooled features on the unit sphere), Linear(4w → hidden) →
+    ReLU → Dropout → Linear(hidden → 1), and ``max(y, 0)`` inside ``forward`` (so during training
+    too: a negative prediction gets no gradient). Convolution and linear weights are
+    Kaiming-normal with fan-out (ReLU gain), biases zero. With the defaults: 320,609 parameters.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first block.
+    hidden : int
+        Width of the head's hidden layer.
+    dropout : float
+        Dropout between the head's linear layers.
+    """
+
+    gradcam_layer = "features.2"
+
+    def __init__(self, width: int = 32, hidden: int = 256, dropout: float = 0.2) -> None:
+        super().__init__()
+        widths = [width, 2 * width, 4 * width]
+        self.features = nn.Sequential(*[ConvBlock(c_in, c) for c_in, c in zip([1] + widths[:-1], widths)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(nn.Linear(widths[-1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                  nn.Linear(hidden, 1))
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x)
+        f = F.normalize(torch.flatten(self.pool(self.features(x)), 1), dim=1)
+        return self.head(f).squeeze(-1).clamp(min=0.0)
+
+
 class BasicBlock(nn.Module):
     """ResNet BasicBlock: out = ReLU(BN(conv3×3(ReLU(BN(conv3×3(x))))) + shortcut(x)).
 
@@ -172,6 +309,10 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+@register_model("resnet18_paper", recipe="paper", dropout=0.0, l2_features=True, clamp_min=0.0,
+                summary="Tanksale & Stauber's ResNet-18: 1-channel stem, L2-normalised 512 features → "
+                        "Linear(512→1) → U ≥ 0, no dropout")
+@register_model("resnet18", width=16)
 class ResNet18(nn.Module):
     """ResNet-18 layout (He et al. 2016) with a 1-channel stem and a scalar regression head.
 
@@ -180,13 +321,19 @@ class ResNet18(nn.Module):
     Weights are initialised as in the reference implementation: Kaiming-normal (fan-out) for
     convolutions, BN weight 1 and bias 0, and the last BN of each residual branch zeroed when
     ``zero_init_residual`` (Goyal et al. 2017), which makes every block start as the identity.
+    ``l2_features`` puts the pooled features on the unit sphere before ``fc``; ``clamp_min``
+    clamps the output inside ``forward`` (the ``resnet18_paper`` variant: both, no dropout).
+    Torchvision-format weights load with :func:`load_resnet18_weights`.
     """
 
     gradcam_layer = "layer4"
 
     def __init__(self, width: int = 64, dropout: float = 0.2, layers: tuple[int, ...] = (2, 2, 2, 2),
-                 zero_init_residual: bool = False) -> None:
+                 zero_init_residual: bool = False, l2_features: bool = False,
+                 clamp_min: float | None = None) -> None:
         super().__init__()
+        self.l2_features = bool(l2_features)
+        self.clamp_min = None if clamp_min is None else float(clamp_min)
         self.conv1 = nn.Conv2d(1, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -219,43 +366,123 @@ class ResNet18(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(self.dropout(x)).squeeze(-1)
-
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {"fc": FCNet, "cnn": ConvNet, "resnet18": ResNet18}
+        if self.l2_features:
+            x = F.normalize(x, dim=1)
+        y = self.fc(self.dropout(x)).squeeze(-1)
+        return y if self.clamp_min is None else y.clamp(min=self.clamp_min)
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`create_model`."""
-    return sorted(_REGISTRY)
+    """Names accepted by :func:`create_model` (registration order)."""
+    return list(_REGISTRY)
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of a registered name (``InputError`` naming the choices otherwise)."""
+    if name not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    return _REGISTRY[name]
 
 
 def create_model(name: str, **kw: Any) -> nn.Module:
-    """Build a regression network by name.
+    """Build a registered variant by name.
 
     Parameters
     ----------
-    name : {"fc", "cnn", "resnet18"}
+    name : str
+        One of :func:`available_models`.
     **kw
-        Constructor arguments of :class:`FCNet` (``image_size``, ``hidden``, ``dropout``),
-        :class:`ConvNet` (``width``, ``dropout``, ``hidden``, ``coord_channels``) or
-        :class:`ResNet18` (``width``, ``dropout``, ``layers``, ``zero_init_residual``).
-        Keys a model does not take are ignored only if listed in ``_SHARED`` (``image_size``,
-        ``dropout``), so one call site can build any model.
+        Constructor arguments on top of the variant's own (see the classes: :class:`FCNet`,
+        :class:`ConvNet`, :class:`PaperCNN`, :class:`ResNet18`). ``image_size`` and ``dropout``
+        are dropped for models that do not take them, so one call site can build any model;
+        any other unknown key is an ``InputError``.
     """
-    if name not in _REGISTRY:
-        raise InputError(f"unknown model {name!r}; available: {', '.join(available_models())}")
-    import inspect
-
-    cls = _REGISTRY[name]
-    params = inspect.signature(cls.__init__).parameters
-    shared = {"image_size", "dropout"}
-    unknown = [k for k in kw if k not in params and k not in shared]
+    spec = model_spec(name)
+    params = inspect.signature(spec.builder).parameters
+    unknown = [k for k in kw if k not in params and k not in _SHARED]
     if unknown:
         raise InputError(f"model {name!r} takes no option(s) {unknown}; allowed: "
                          f"{', '.join(p for p in params if p != 'self')}")
-    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items() if k in params}
-    return cls(**kw)
+    args = spec.defaults | {k: (tuple(v) if isinstance(v, list) else v) for k, v in kw.items() if k in params}
+    return spec.builder(**args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every registered variant with its parameter count (at the default arguments) and recipe.
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``class``, ``recipe``, ``parameters``, ``arguments``, ``train``, ``summary``;
+        ``fc`` is counted for 64×64 inputs (its first layer grows with the image).
+    """
+    out = []
+    for spec in _REGISTRY.values():
+        m = create_model(spec.name)
+        out.append({"name": spec.name, "class": spec.builder.__name__, "recipe": spec.recipe,
+                    "parameters": count_parameters(m),
+                    "arguments": {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.defaults.items()},
+                    "train": dict(spec.train), "summary": spec.summary})
+    return out
+
+
+def load_resnet18_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load a torchvision-format ``resnet18`` state dict (e.g. ImageNet weights) into a :class:`ResNet18`.
+
+    ``conv1.weight`` of shape (64, 3, 7, 7) becomes the 1-channel stem by the mean over the RGB
+    input channels (Tanksale & Stauber's conversion); ``fc.*`` (the 1000-way classifier) is not
+    loaded, the regression head keeps its initialisation. Every other tensor must be present
+    with the model's shape.
+
+    Returns
+    -------
+    dict
+        ``path``, ``loaded`` (number of tensors), ``skipped`` (names not loaded).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file, not a state dict, a missing key or a shape mismatch.
+    """
+    path = Path(path)
+    if not isinstance(model, ResNet18):
+        raise InputError(f"pretrained weights are torchvision resnet18 weights; model is {type(model).__name__}")
+    if not path.is_file():
+        raise InputError(f"pretrained weights file {str(path)!r} does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"pretrained weights {str(path)!r} cannot be read by torch.load "
+                         f"({type(exc).__name__}: {exc})") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise InputError(f"pretrained weights {str(path)!r} are not a state dict of tensors")
+    own = model.state_dict()
+    new: dict[str, torch.Tensor] = {}
+    w = sd.get("conv1.weight")
+    if w is not None and w.ndim == 4 and w.shape[1] == 3:
+        w = w.mean(dim=1, keepdim=True)
+    sd = dict(sd) | ({"conv1.weight": w} if w is not None else {})
+    missing = [k for k in own if not k.startswith("fc.") and k not in sd]
+    if missing:
+        raise InputError(f"pretrained weights {str(path)!r} lack {len(missing)} tensor(s) of resnet18, "
+                         f"first {missing[:3]}")
+    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in own.items()
+           if not k.startswith("fc.") and tuple(sd[k].shape) != tuple(v.shape)]
+    if bad:
+        raise InputError(f"pretrained weights {str(path)!r} have wrong shapes ({len(bad)} tensor(s)): "
+                         f"{'; '.join(bad[:3])}")
+    for k, v in own.items():
+        new[k] = v if k.startswith("fc.") else sd[k].to(v.dtype)
+    model.load_state_dict(new)
+    return {"path": str(path), "loaded": sum(not k.startswith("fc.") for k in own),
+            "skipped": sorted(k for k in sd if k not in own or k.startswith("fc."))}
 
 
 def gradcam_module(model: nn.Module) -> nn.Module | None:

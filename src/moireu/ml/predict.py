@@ -16,7 +16,7 @@ import torch
 from moireu.errors import InputError
 from moireu.ml.data import Preprocess
 from moireu.ml.train import FORMAT, build_model
-from moireu.ml.uncertainty import RunModel, predict_tensor
+from moireu.ml.uncertainty import FeatureDensity, RunModel, predict_tensor
 
 __all__ = ["LoadedRun", "load_run", "load_checkpoint", "predict_image", "predict_tensor", "read_ready_image"]
 
@@ -47,8 +47,9 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     try:
         blob = torch.load(ck, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise InputError(f"checkpoint {str(ck)!r} is corrupt or not a moireu checkpoint "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        # torch's message for a refused object carries advice to load the file unsafely: never shown
+        raise InputError(f"checkpoint {str(ck)!r} is corrupt or not a moireu checkpoint ({type(exc).__name__}); "
+                         "retrain the run with `moireu train ... --force`") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
         raise InputError(f"checkpoint {str(ck)!r} has format {got!r}; expected {FORMAT!r}")
@@ -75,10 +76,20 @@ def load_run(run_dir: str | Path) -> LoadedRun:
             raise InputError(f"checkpoint weights do not fit the {blob['model']!r} model: {exc}") from None
         m.eval()
         members.append(m)
-    t, c = blob["target"], blob["conformal"]
-    model = RunModel(prep, members, t["mean"], t["std"], t["clamp_min"], c["q"], c["sigma0"], c["alpha"])
+    density = None
+    try:
+        if blob.get("density"):
+            d = blob["density"]
+            density = FeatureDensity(int(d["components"].shape[1]), int(d["components"].shape[0]))
+            density.load_state_dict(d)
+        t = blob["target"]
+        model = RunModel(prep, members, t["mean"], t["std"], t["clamp_min"], conformal=blob["conformal"],
+                         density=density, ood=blob.get("ood"), u_range=blob.get("u_range"))
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        raise InputError(f"checkpoint {str(_checkpoint_path(run_dir))!r} is incomplete "
+                         f"({type(exc).__name__}: {exc})") from None
     model.eval()
-    meta = {k: v for k, v in blob.items() if k != "members"}
+    meta = {k: v for k, v in blob.items() if k not in ("members", "density")}
     meta["checkpoint"] = str(_checkpoint_path(run_dir))
     return LoadedRun(model, meta, prep)
 
@@ -100,13 +111,15 @@ def read_ready_image(path: str | Path, image_shape: tuple[int, int]) -> np.ndarr
 
 
 def predict_image(run: LoadedRun, image: np.ndarray) -> dict[str, Any]:
-    """U with its calibrated interval for one FT-LDOS image on the training window.
+    """U with its calibrated interval and the out-of-distribution decision for one FT-LDOS image.
 
     Returns
     -------
     dict
-        ``U``, ``U_low``, ``U_high`` (eV), ``coverage`` (nominal), ``members`` (each member's U),
-        ``std`` (ensemble spread).
+        ``U`` (clipped to the trained range), ``U_unclipped``, ``U_low``, ``U_high`` (eV),
+        ``coverage`` (nominal), ``members`` (each member's U), ``std`` (ensemble spread),
+        ``in_distribution``, ``ood_score``, ``ood_threshold`` and its parts (``ood_components``),
+        ``U_range`` (trained).
     """
     img = np.asarray(image, dtype=np.float32)
     if img.ndim != 2:
@@ -114,9 +127,15 @@ def predict_image(run: LoadedRun, image: np.ndarray) -> dict[str, Any]:
     n_bad = int((~np.isfinite(img)).sum())
     if n_bad:
         raise InputError(f"the map contains {n_bad} NaN/inf pixel(s) of {img.size}; clean or crop it first")
-    x = torch.from_numpy(img)[None, None]
-    p = run.model.predict_members(x)[:, 0]
-    mu, lo, hi = (float(v[0]) for v in run.model.predict(x))
-    return {"U": mu, "U_low": lo, "U_high": hi, "coverage": 1.0 - run.model.alpha,
-            "std": float(p.std(unbiased=False)) if p.numel() > 1 else 0.0,
-            "members": [float(v) for v in p], "model": run.meta["model"], "recipe": run.meta["recipe"]["name"]}
+    d = run.model.predict_details(torch.from_numpy(img)[None, None])
+    p = d["members"][:, 0]
+    thr = float(run.model.ood.get("threshold", float("inf")))
+    return {"U": float(d["mean"][0]), "U_low": float(d["lower"][0]), "U_high": float(d["upper"][0]),
+            "U_unclipped": float(d["mean_unclipped"][0]), "clipped": bool(d["clipped"][0]),
+            "coverage": 1.0 - run.model.alpha, "std": float(p.std()) if p.size > 1 else 0.0,
+            "members": [float(v) for v in p], "model": run.meta["model"], "recipe": run.meta["recipe"]["name"],
+            "in_distribution": bool(d["in_distribution"][0]), "ood_score": float(d["ood_score"][0]),
+            "ood_threshold": thr, "constant_input": bool(d["constant"][0]),
+            "ood_components": {"mahalanobis": float(d["ood_mahalanobis"][0]),
+                               "residual": float(d["ood_residual"][0]), "spread": float(d["ood_spread"][0])},
+            "U_range": None if run.model.u_range is None else list(run.model.u_range)}

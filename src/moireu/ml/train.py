@@ -2,10 +2,12 @@
 
 Two recipes share one loop:
 
-``paper`` (the reference recipe, reproduced): images at the stored size, each divided by its
-L2 norm; raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32, cosine learning-rate decay,
-gradient-norm clipping at 1.0, dropout 0.2, early stopping with patience 10 on the validation
-loss, predictions clamped at U ≥ 0; one network, no augmentation.
+``paper`` (Tanksale & Stauber, arXiv:2602.18890, reproduced): the random 60/20/20 split with
+seed 42; images at the stored size standardised by one global mean/std of the training pixels;
+raw targets; MSE; Adam (lr 1e-3, weight decay 1e-4), batch 32 shuffled, gradient-norm clipping
+at 1.0, CosineAnnealingLR(T_max = epochs, eta_min = 1e-6) stepped per epoch, early stopping with
+patience 10 on the validation loss keeping the best weights; one network, no augmentation. The
+variants ``cnn_paper``/``resnet18_paper`` carry the L2-normalised features and the U ≥ 0 clamp.
 
 ``ours`` (default): images area-downsampled to ``input_size`` (CPU time), per-image z-score then
 global standardisation (training-split statistics), targets standardised
@@ -30,12 +32,14 @@ best weights, history, finished members) is written atomically to ``RUN/last.pt`
 the same command resumes from it. The final ``RUN/checkpoint.pt`` holds everything prediction
 needs (:func:`moireu.ml.predict.load_run`).
 
-The cosine schedule (Loshchilov & Hutter, ICLR 2017) is stepped per batch:
-``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))`` with ``lr_min = lr/100``.
+The cosine schedule (Loshchilov & Hutter, ICLR 2017) is :func:`make_scheduler`:
+``lr_t = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))``, per batch with ``lr_min = lr/100`` (ours)
+or per epoch with ``lr_min = 1e-6`` (paper).
 """
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 import time
@@ -49,18 +53,17 @@ from torch import nn
 
 from moireu.errors import InputError
 from moireu.ml.augment import augment as apply_augment
-from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, store_fingerprint, stratified_split
-from moireu.ml.models import create_model
-from moireu.ml.uncertainty import RunModel, calibrate
-from moireu.provenance import provenance, write_bytes_atomic, write_json_atomic
+from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, split_indices, store_fingerprint
+from moireu.ml.models import ConvNet, FCNet, create_model, load_resnet18_weights, model_spec
+from moireu.ml.uncertainty import OOD_QUANTILE, FeatureDensity, RunModel, calibrate, fit_difficulty, sigma_hat
+from moireu.provenance import json_safe, provenance, write_bytes_atomic, write_json_atomic
 
 __all__ = ["Recipe", "resolve_recipe", "fit_ensemble", "train_run", "save_torch_atomic", "seed_everything",
            "FORMAT"]
 
 FORMAT = "moireu-ml-1"
-# Default widths of the ``ours`` recipe, chosen for 2-core CPU budgets: the cnn at width 8 on 64-px inputs
-# costs ≈ 13 M multiply-adds per image forward, the resnet18 at width 16 ≈ 10 M (width 64: ≈ 150 M).
-_DEFAULT_WIDTH = {"fc": 256, "cnn": 8, "resnet18": 16}
+# The reference split: random 60/20/20 with numpy seed 42, whatever the run's seed (Tanksale & Stauber).
+PAPER_SPLIT_SEED = 42
 # With an augmentation profile, the per-pixel corruption variance that regularises the ridge read-out of
 # the cnn is estimated from this many corrupted copies of the training images.
 _RIDGE_AUG_COPIES = 4
@@ -90,6 +93,10 @@ class Recipe:
     retrain_full: bool = False
     coverage: float = 0.9
     skip_ridge_alpha: float = 0.0
+    schedule: str = "batch"
+    lr_min: float | None = None
+    split: str = "stratified"
+    pretrained_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,37 +105,43 @@ class Recipe:
 def resolve_recipe(tc: Any) -> Recipe:
     """The concrete :class:`Recipe` of a ``TrainConfig`` (``tc.recipe`` ∈ {``paper``, ``ours``}).
 
-    ``paper`` pins everything the reference fixed (lr, batch, dropout, weight decay, loss, clipping,
-    patience, L2 features, clamp, no augmentation, one member, full image size); it takes only
-    ``model``, ``epochs``, ``retrain_full`` and ``coverage`` from the config.
+    The model variant (:func:`moireu.ml.models.model_spec`) fixes its own constructor arguments
+    and may imply training settings (``cnn_mild``: ``augment = "mild"``), which override the config.
+    ``paper`` pins everything the reference fixed (Adam lr 1e-3, weight decay 1e-4, batch 32, MSE,
+    gradient clip 1.0, cosine annealing per epoch to 1e-6, patience 10, the random 60/20/20 split
+    with seed 42, images as stored with one global mean/std of the training pixels, raw targets,
+    U ≥ 0, no augmentation, one network); it takes only ``model``, ``epochs``, ``width``,
+    ``retrain_full``, ``coverage`` and ``pretrained_weights`` from the config.
     """
-    width = tc.width or _DEFAULT_WIDTH[tc.model]
+    spec = model_spec(tc.model)
+    if spec.train:
+        tc = tc.model_copy(update=spec.train)
+    params = inspect.signature(spec.builder).parameters
+    kw: dict[str, Any] = {}
+    if tc.width and "width" in params:
+        kw["width"] = tc.width
     if tc.recipe == "paper":
-        kw: dict[str, Any] = {"dropout": 0.2}
-        if tc.model == "cnn":
-            kw |= {"width": tc.width or 32}
-        elif tc.model == "fc":
-            kw |= {"hidden": (width, width // 4)}
-        else:
-            kw |= {"width": tc.width or 64}
         return Recipe(name="paper", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=32, lr=1e-3,
-                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="l2",
-                      standardise_inputs=False, standardise_targets=False, clamp_min=0.0, augment="clean",
-                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage)
-    kw = {"dropout": tc.dropout}
-    skip_alpha = tc.skip_ridge_alpha if (tc.model == "cnn" and tc.linear_skip) else 0.0
-    if tc.model == "cnn":
-        kw |= {"width": width, "coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid,
-               "linear_skip": tc.linear_skip}
-    elif tc.model == "fc":
+                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="none",
+                      standardise_inputs=True, standardise_targets=False, clamp_min=0.0, augment="clean",
+                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage,
+                      schedule="epoch", lr_min=1e-6, split="paper", pretrained_weights=tc.pretrained_weights)
+    width = int(kw.get("width", spec.defaults.get("width", 0)))
+    kw["dropout"] = tc.dropout
+    skip_alpha = 0.0
+    if spec.builder is ConvNet:
+        skip_alpha = tc.skip_ridge_alpha if tc.linear_skip else 0.0
+        kw |= {"coord_channels": tc.coord_channels, "pool_grid": tc.pool_grid, "linear_skip": tc.linear_skip}
+    elif spec.builder is FCNet:
+        width = int(tc.width or 256)
+        kw.pop("width", None)
         kw |= {"hidden": (width, max(width // 4, 8))}
-    else:
-        kw |= {"width": width}
     return Recipe(name="ours", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=tc.batch_size,
                   lr=tc.lr, weight_decay=tc.weight_decay, patience=tc.patience, grad_clip=tc.grad_clip,
                   loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
-                  retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha)
+                  retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha,
+                  pretrained_weights=tc.pretrained_weights)
 
 
 def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6,
@@ -203,6 +216,24 @@ def _init_skip(model: nn.Module, w_eff: torch.Tensor, b: float) -> None:
     skip.weight.requires_grad_(False)
 
 
+def make_scheduler(opt: torch.optim.Optimizer, recipe: Recipe, epochs: int, n_train: int) -> Any:
+    """The cosine learning-rate schedule of a recipe (Loshchilov & Hutter, ICLR 2017).
+
+    ``lr(t) = lr_min + ½ (lr − lr_min)(1 + cos(π t / T))``. ``schedule = "epoch"`` (paper):
+    stepped once per epoch, ``T = epochs``, ``lr_min = recipe.lr_min`` (1e-6), so epoch ``e``
+    (from 0) trains at ``lr(e)``. ``schedule = "batch"`` (ours): stepped per batch,
+    ``T = epochs × batches``, ``lr_min = lr / 100`` unless ``recipe.lr_min`` is set.
+    """
+    if recipe.schedule not in ("epoch", "batch"):
+        raise InputError(f"learning-rate schedule must be 'epoch' or 'batch', got {recipe.schedule!r}")
+    if recipe.schedule == "epoch":
+        t_max = epochs
+    else:
+        t_max = epochs * max(1, math.ceil(n_train / max(1, min(recipe.batch_size, n_train))))
+    lr_min = recipe.lr / 100 if recipe.lr_min is None else recipe.lr_min
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t_max), eta_min=lr_min)
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch, and ask torch for deterministic kernels."""
     import random
@@ -227,7 +258,7 @@ def _loss_fn(name: str) -> nn.Module:
 def build_model(name: str, model_kwargs: dict[str, Any], input_shape: tuple[int, int]) -> nn.Module:
     """Instantiate a recipe's model for network inputs of ``input_shape`` (fills size-dependent options)."""
     kw = dict(model_kwargs)
-    if name == "fc":
+    if model_spec(name).builder is FCNet:
         kw["image_size"] = tuple(input_shape)
     if kw.get("linear_skip") is True:
         kw["linear_skip"] = tuple(input_shape)
@@ -238,6 +269,14 @@ def build_model(name: str, model_kwargs: dict[str, Any], input_shape: tuple[int,
 
 def _build(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
     return build_model(recipe.model, recipe.model_kwargs, image_shape)
+
+
+def _init_model(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
+    """A freshly initialised network to train (with ``recipe.pretrained_weights`` loaded when set)."""
+    model = _build(recipe, image_shape)
+    if recipe.pretrained_weights:
+        load_resnet18_weights(model, recipe.pretrained_weights)
+    return model
 
 
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -280,6 +319,7 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
     try:
         while st.epoch < n_epochs:
             t0 = time.perf_counter()
+            lr_epoch = opt.param_groups[0]["lr"]
             model.train()
             perm = torch.randperm(n, generator=gen)
             tot, seen = 0.0, 0
@@ -298,10 +338,13 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
                 opt.step()
-                sched.step()
+                if recipe.schedule == "batch":
+                    sched.step()
                 tot += loss.item() * idx.numel()
                 seen += idx.numel()
-            rec = {"epoch": st.epoch, "train_loss": tot / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+            if recipe.schedule == "epoch":
+                sched.step()
+            rec = {"epoch": st.epoch, "train_loss": tot / max(seen, 1), "lr": lr_epoch,
                    "seconds": time.perf_counter() - t0}
             improved = False
             if xva is not None:
@@ -332,15 +375,20 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
 
 
 def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0, *,
-                 state_path: str | Path | None = None, resume: bool = True, progress: bool = True,
-                 callback: Callable[[dict], None] | None = None,
+                 cal: StoreData | None = None, state_path: str | Path | None = None, resume: bool = True,
+                 progress: bool = True, callback: Callable[[dict], None] | None = None,
                  meta: dict[str, Any] | None = None) -> tuple[RunModel, dict[str, Any]]:
-    """Train ``recipe.ensemble`` members on ``train``, early-stop and calibrate on ``val``.
+    """Train ``recipe.ensemble`` members on ``train``, early-stop on ``val``, calibrate on ``cal``.
+
+    The difficulty model σ̂ and the normalisation of the out-of-distribution distances are fitted on
+    ``val``; the conformal quantile and the OOD threshold on ``cal`` (:mod:`moireu.ml.uncertainty`).
 
     Parameters
     ----------
     train, val : StoreData
         Images ``(n, H, W)`` and labels (eV).
+    cal : StoreData, optional
+        Calibration images never used for training or early stopping (default: ``val``).
     recipe : Recipe
     seed : int
         Member k uses seed ``seed + 1000 k`` for initialisation, shuffling, augmentation, dropout.
@@ -360,7 +408,8 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
     was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         seed_everything(seed)
-        return _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+        run, info = _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+        return calibrate_run(run, train, val, val if cal is None else cal, recipe.coverage, info)
     finally:
         torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
 
@@ -415,7 +464,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
-        model = _build(recipe, prep.out_shape)
+        model = _init_model(recipe, prep.out_shape)
         if skip_init is not None:
             _init_skip(model, *skip_init)
         gen = torch.Generator().manual_seed(mseed)
@@ -425,9 +474,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
 
         def make_opt(m: nn.Module, epochs: int) -> tuple[torch.optim.Optimizer, Any]:
             opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=recipe.lr, weight_decay=recipe.weight_decay)
-            n_batches = max(1, math.ceil(xtr.shape[0] / min(recipe.batch_size, xtr.shape[0])))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * n_batches, eta_min=recipe.lr / 100)
-            return opt, sched
+            return opt, make_scheduler(opt, recipe, epochs, xtr.shape[0])
 
         opt, sched = make_opt(model, recipe.epochs)
         if resume_blob is not None and resume_blob["member"] == k:
@@ -463,7 +510,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                            "best_val": st.best_val, "history": st.history}
             if recipe.retrain_full:
                 torch.manual_seed(mseed + 1)
-                model = _build(recipe, prep.out_shape)
+                model = _init_model(recipe, prep.out_shape)
                 if skip_init is not None:
                     w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
                                                  recipe.skip_ridge_alpha)
@@ -486,18 +533,53 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
             save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
                                "member_info": member_info, "current": None}, state_path)
 
-    cal = calibrate(np.asarray(val_preds), val.U, alpha=1.0 - recipe.coverage)
     members = []
     for sd in finished:
         m = _build(recipe, prep.out_shape)
         m.load_state_dict(sd)
         m.eval()
         members.append(m)
-    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min, cal["q"], cal["sigma0"], cal["alpha"])
+    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min)
     mu = np.asarray(val_preds).mean(0)
-    info = {"members": member_info, "calibration": cal, "train_seconds": time.perf_counter() - t_start,
+    info = {"members": member_info, "train_seconds": time.perf_counter() - t_start,
             "target": {"mean": y_mean, "std": y_std},
             "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0])}
+    return run, info
+
+
+def calibrate_run(run: RunModel, train: StoreData, val: StoreData, cal: StoreData, coverage: float,
+                  info: dict[str, Any]) -> tuple[RunModel, dict[str, Any]]:
+    """Fit the input density on ``train``, σ̂ and the distance scales on ``val``, conformal q and the OOD
+    threshold on ``cal``; set them (and the trained U range) on ``run``.
+
+    Returns ``(run, info)`` with ``info["calibration"]`` and ``info["ood"]`` filled in.
+    """
+    with torch.no_grad():
+        z = run.prep(torch.from_numpy(train.images))
+        run.density = FeatureDensity.fit(z)
+    run.u_range = (float(train.U.min()), float(train.U.max()))
+    rv = run.raw(torch.from_numpy(val.images))
+    sig_v = rv["members"].std(0) if rv["members"].shape[0] > 1 else np.zeros(len(val.U))
+    norms = [float(np.median(v)) for v in (rv["dist_mahalanobis"], rv["dist_residual"], sig_v)]
+    run.ood = {"norms": norms, "threshold": float("inf"), "quantile": OOD_QUANTILE}
+    sv = run.scores(rv)
+    mu_v = np.clip(rv["members"].mean(0), *run.u_range)
+    coef = fit_difficulty(np.abs(val.U - mu_v), sv["sigma"], sv["dist"])
+    rc = run.raw(torch.from_numpy(cal.images))
+    sc = run.scores(rc)
+    mu_c = np.clip(rc["members"].mean(0), *run.u_range)
+    conf = calibrate(mu_c, cal.U, sigma_hat(coef, sc["sigma"], sc["dist"]), alpha=1.0 - coverage)
+    conf |= {"coef": coef, "method": "normalised split-conformal, sigma_hat = a + b*spread + c*distance"}
+    run.conformal = conf
+    finite = sc["ood_score"][np.isfinite(sc["ood_score"])]
+    thr = float(np.quantile(finite, OOD_QUANTILE, method="higher")) if finite.size else float("inf")
+    run.ood["threshold"] = thr
+    run.ood["n_cal"] = int(len(cal.U))
+    d = run.finish(rc)
+    info = dict(info) | {"calibration": conf, "ood": dict(run.ood), "u_range": list(run.u_range),
+                         "n_cal": int(len(cal.U)),
+                         "cal_mae": float(np.abs(d["mean"] - cal.U).mean()) if len(cal.U) else float("nan"),
+                         "cal_in_distribution": float(np.mean(d["in_distribution"])) if len(cal.U) else float("nan")}
     return run, info
 
 
@@ -511,8 +593,11 @@ def checkpoint_dict(run: RunModel, recipe: Recipe, info: dict[str, Any], extra: 
         "preprocess": run.prep.spec(),
         "target": {"mean": float(run.y_mean), "std": float(run.y_std), "clamp_min": run.clamp_min},
         "conformal": info["calibration"],
+        "ood": dict(run.ood),
+        "density": None if run.density is None else _state_cpu(run.density),
+        "u_range": None if run.u_range is None else list(run.u_range),
         "members": [_state_cpu(m) for m in run.members],
-        "info": {k: v for k, v in info.items() if k != "calibration"},
+        "info": {k: v for k, v in info.items() if k not in ("calibration", "ood")},
         **extra,
     }
 
@@ -572,23 +657,29 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data)
     grid = load_split(ds, "grid")
-    fr = (1.0 - tc.val_fraction - tc.test_fraction, tc.val_fraction, tc.test_fraction)
-    tr, va, te = stratified_split(grid.U, fr, seed=cfg.seed)
-    sub = lambda p: StoreData(grid.images[p], grid.U[p], grid.index[p], grid.attrs)  # noqa: E731
-    train, val = sub(tr), sub(va)
+    fr = (1.0 - tc.val_fraction - tc.cal_fraction - tc.test_fraction, tc.val_fraction, tc.cal_fraction,
+          tc.test_fraction)
+    if fr[0] <= 0:
+        raise InputError(f"train.val_fraction + cal_fraction + test_fraction = {1 - fr[0]:g} leaves nothing to train on")
+    mode = "paper" if recipe.split == "paper" else tc.split
+    parts = split_indices(mode, len(grid.U), grid.variation, seed=cfg.seed, fractions=fr)
+    train, val, cal = (grid.take(parts[k]) for k in ("train", "val", "cal"))
     fp = store_fingerprint(ds)
-    run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, state_path=out / "last.pt", resume=resume,
+    run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, cal=cal, state_path=out / "last.pt", resume=resume,
                              progress=progress, callback=callback, meta={"store": fp})
     extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
-             "split": {"seed": cfg.seed, "fractions": list(fr), "train": grid.index[tr].tolist(),
-                       "val": grid.index[va].tolist(), "test": grid.index[te].tolist()},
+             "split": {"mode": mode, "seed": PAPER_SPLIT_SEED if mode == "paper" else cfg.seed, "fractions": list(fr),
+                       **{k: grid.index[v].tolist() for k, v in parts.items()}},
              "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
     save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")
     plot_curves(info, out / "curves.png", f"{recipe.model} · recipe {recipe.name} · K={recipe.ensemble}")
     summary = {"model": recipe.model, "recipe": recipe.to_dict(), "n_train": info["n_train"], "n_val": info["n_val"],
-               "n_test": int(te.size), "val_mae": info["val_mae"], "calibration": info["calibration"],
+               "n_cal": info["n_cal"], "n_test": int(parts["test"].size), "split": tc.split,
+               "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
+               "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
                "epochs_run": [len(m["history"]) for m in info["members"]]}
+    summary = json_safe(summary)  # a conformal q of +inf (too few calibration images) is written as null
     write_json_atomic(out / "train.json", summary)
     (out / "last.pt").unlink(missing_ok=True)
     return summary

@@ -116,6 +116,22 @@ class ImageTransform:
     moire_period : float or None
         Moiré period (Å) of the training lattice; used to refuse user maps whose field of view
         cannot resolve moiré satellites.
+    apodize : {"none", "hann"}
+        Window applied to a real-space map before its transform (:mod:`moireu.stm.align`): a radial
+        Hann window :math:`\\cos^2(\\pi\\rho/2R)` on the inscribed disc of the frame.
+    align : bool
+        Measure the lattice of every map and bring it to the training frame (:mod:`moireu.stm.align`).
+    lattice_constant : float
+        Graphene lattice constant a (Å) used to turn a measured moiré period into a twist angle.
+    twist_deg, twist_tolerance_deg : float or None, float
+        Twist angle of the training lattice and the tolerance beyond which a map is out of range.
+    reciprocal : ((b1x, b1y), (b2x, b2y)) or None
+        Reciprocal vectors of the training moiré cell (Å⁻¹): the reference frame of the alignment.
+    bragg_indices : tuple of (m1, m2) or None
+        First-shell Bragg peaks of both layers as integer combinations m1 b1 + m2 b2.
+
+    Transforms stored before the measurement model (no ``align``/``apodize`` keys) load with
+    ``align=False, apodize="none"``: maps are then transformed on their own pixel frame.
     """
 
     n_pixels: int = 256
@@ -126,9 +142,24 @@ class ImageTransform:
     amplitude_scale: str = "per_point"
     eps: float = DEFAULT_EPS
     moire_period: float | None = None
+    apodize: str = "none"
+    align: bool = False
+    lattice_constant: float = A_LAT
+    twist_deg: float | None = None
+    twist_tolerance_deg: float = 0.25
+    reciprocal: tuple[tuple[float, float], tuple[float, float]] | None = None
+    bragg_indices: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         check_n(self.n_pixels)
+        if self.apodize not in ("none", "hann"):
+            raise InputError(f"apodize={self.apodize!r} is not allowed; use none or hann")
+        if self.align and (self.reciprocal is None or self.bragg_indices is None):
+            raise InputError("align=True needs the training lattice (reciprocal, bragg_indices)")
+        if self.reciprocal is not None:
+            object.__setattr__(self, "reciprocal", tuple(tuple(float(x) for x in r) for r in self.reciprocal))
+        if self.bragg_indices is not None:
+            object.__setattr__(self, "bragg_indices", tuple(tuple(int(x) for x in m) for m in self.bragg_indices))
         if self.normalize not in NORMALIZE:
             raise InputError(f"normalize={self.normalize!r} is not allowed; use one of {', '.join(NORMALIZE)}")
         if self.amplitude_scale not in ("per_point", "none"):
@@ -137,9 +168,10 @@ class ImageTransform:
             raise InputError(f"finufft tolerance eps must be in [1e-15, 0.1), got {self.eps!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-native dict (tuples as lists), the inverse of :meth:`from_dict`."""
         d = asdict(self)
         d["window"] = self.window.to_dict()
-        return d
+        return json.loads(json.dumps(d))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -165,11 +197,21 @@ class ImageTransform:
         return cls(**d)
 
     @classmethod
-    def from_config(cls, stm: Any, moire_period: float | None = None) -> "ImageTransform":
-        """From an :class:`moireu.config.STMConfig` section."""
-        return cls(n_pixels=int(stm.n_pixels), window=FTWindow.reference(float(stm.window_scale)),
-                   subtract_mean=bool(stm.subtract_mean), log=bool(stm.log_scale),
-                   normalize=str(stm.normalize), moire_period=moire_period)
+    def from_config(cls, stm: Any, moire_period: float | None = None, geom: Any = None) -> "ImageTransform":
+        """From an :class:`moireu.config.STMConfig` section; with ``geom`` (the training cell) the
+        transform of the measurement model (alignment reference, Hann apodisation, twist range)."""
+        base = dict(n_pixels=int(stm.n_pixels), window=FTWindow.reference(float(stm.window_scale)),
+                    subtract_mean=bool(stm.subtract_mean), log=bool(stm.log_scale),
+                    normalize=str(stm.normalize), moire_period=moire_period)
+        if geom is None:
+            return cls(**base)
+        from moireu.stm.align import reference_lattice
+
+        ref = reference_lattice(geom, base["window"])
+        m = stm.measurement
+        return cls(**(base | {"moire_period": ref["moire_period"], "apodize": "hann", "align": bool(m.align),
+                              "twist_deg": ref["twist_deg"], "twist_tolerance_deg": float(m.twist_tolerance_deg),
+                              "reciprocal": ref["reciprocal"], "bragg_indices": ref["bragg_indices"]}))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,7 +337,7 @@ def amplitude_to_image(F: np.ndarray, n_points: int, transform: ImageTransform) 
 def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow | None = None, *,
            subtract_mean: bool | None = None, log: bool | None = None, normalize: str | None = None,
            transform: ImageTransform | None = None, attrs: dict[str, Any] | None = None,
-           return_complex: bool = False) -> Any:
+           return_complex: bool = False, n_norm: float | None = None) -> Any:
     """FT-LDOS image of weighted points: float32 ``xarray.DataArray`` (ky, kx), coordinates in Å⁻¹.
 
     Parameters
@@ -312,6 +354,9 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
         Extra metadata (U, ν, bias, η, patch, seed …) stored in the image attributes (JSON-able).
     return_complex : bool
         Also return the complex F (ky, kx) before any scaling.
+    n_norm : float, optional
+        Divisor of the ``per_point`` amplitude scale (default: the number of points; a map passes
+        the sum of its apodisation window).
 
     Returns
     -------
@@ -339,7 +384,7 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
     w = np.asarray(w, dtype=float)
     w_used = w - w.mean() if t.subtract_mean else w
     F = ft_grid(xy, w_used, t.n_pixels, t.window, eps=t.eps)
-    img, stats = amplitude_to_image(F, xy.shape[0], t)
+    img, stats = amplitude_to_image(F, xy.shape[0] if n_norm is None else n_norm, t)
     kx, ky = t.window.axes(t.n_pixels)
     meta: dict[str, Any] = {
         "quantity": "FT-LDOS |F(k)|, F(k) = sum_i w_i exp(-i k.r_i)",

@@ -76,7 +76,7 @@ def stm_figure(m: Any, img: Any, peaks: dict[str, np.ndarray] | None, path: str 
     """Two panels: rendered LDOS map and FT-LDOS with peaks marked."""
     plt = _plt()
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 4.6))
-    fig.colorbar(draw_map(a0, m, "rendered LDOS map (tip-height p_z spots)"), ax=a0, shrink=0.8)
+    fig.colorbar(draw_map(a0, m, "simulated STM map (tip-height p_z spots)"), ax=a0, shrink=0.8)
     fig.colorbar(draw_ft(a1, img, peaks, "FT-LDOS |F(k)| (" + str(img.attrs.get("normalize", "")) + ")"),
                  ax=a1, shrink=0.8)
     if title:

@@ -1,4 +1,8 @@
-"""Matplotlib (Agg) figures of the analyses. Every function writes one PNG atomically and returns its path."""
+"""Matplotlib (Agg) figures of the analyses. Every function writes one PNG atomically and returns its path.
+
+Axes that carry U are drawn at the true U values: an uneven U grid (a refined dataset) gets cells of
+uneven width (:func:`cell_edges`), never an evenly spaced index axis relabelled in eV.
+"""
 
 from __future__ import annotations
 
@@ -25,12 +29,14 @@ def _plt():
 
 
 def save(fig, path: str | Path) -> Path:
-    """Render ``fig`` to PNG bytes and write them atomically (no half-written figure on a crash)."""
+    """Render ``fig`` to PNG bytes and write them atomically (no half-written figure on a crash).
+
+    Always with a tight bounding box (0.05 in pad): constrained layout alone can leave the tick
+    labels of the right-most colour bar outside the canvas.
+    """
     plt = _plt()
     buf = io.BytesIO()
-    # constrained-layout figures are already tight; a second tight-bbox pass doubles the drawing time
-    tight = None if fig.get_layout_engine() is not None else "tight"
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches=tight)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
     plt.close(fig)
     return write_bytes_atomic(path, buf.getvalue())
 
@@ -39,11 +45,43 @@ def _extent(kx: np.ndarray, ky: np.ndarray) -> list[float]:
     return [float(kx[0]), float(kx[-1]), float(ky[0]), float(ky[-1])]
 
 
+def centred_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cells centred on sorted, possibly unevenly spaced values: width = the smaller gap to a neighbour.
+
+    Returns
+    -------
+    (edges, owner)
+        ``edges`` (m + 1,) sorted boundaries of the intervals; ``owner`` (m,) the index of the value whose
+        cell each interval is, or −1 for a gap between cells (drawn blank: no data there).
+    """
+    v = np.asarray(values, dtype=float)
+    if v.size == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5]), np.array([0])
+    gaps = np.diff(v)
+    w = np.minimum(np.concatenate([[gaps[0]], gaps]), np.concatenate([gaps, [gaps[-1]]]))
+    lo, hi = v - w / 2, v + w / 2
+    edges = np.unique(np.round(np.concatenate([lo, hi]), 12))
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    owner = np.full(mid.size, -1)
+    for i in range(v.size):
+        owner[(mid > lo[i]) & (mid < hi[i])] = i
+    return edges, owner
+
+
 def similarity_figure(U: np.ndarray, S: np.ndarray, path: Path) -> Path:
+    """Cosine-similarity matrix of per-U mean images on a true U axis.
+
+    Each U is a cell centred on its value (:func:`centred_cells`); between sparse U values the
+    map is blank instead of stretching a neighbour's cell over U it was never computed at.
+    """
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    im = ax.imshow(S * 100.0, origin="lower", cmap="viridis",
-                   extent=[U[0], U[-1], U[0], U[-1]] if len(U) > 1 else None)
+    e, own = centred_cells(U)
+    M = np.ma.masked_all((own.size, own.size))
+    ok = own >= 0
+    M[np.ix_(ok, ok)] = 100.0 * S[np.ix_(own[ok], own[ok])]
+    im = ax.pcolormesh(e, e, M, cmap="viridis", shading="flat")
+    ax.set_aspect("equal")
     cb = fig.colorbar(im, ax=ax)
     cb.set_label("cosine similarity (%)")
     ax.set_xlabel("U (eV)")
@@ -81,7 +119,9 @@ def eigen_images_figure(components: np.ndarray, ratio: np.ndarray, kx, ky, path:
         ax.set_xlabel("$k_x$ (Å$^{-1}$)")
         if j == 0:
             ax.set_ylabel("$k_y$ (Å$^{-1}$)")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.formatter.set_powerlimits((-2, 2))  # an offset ×10ⁿ instead of long labels
+        cb.update_ticks()
     return save(fig, path)
 
 
