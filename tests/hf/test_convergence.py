@@ -83,6 +83,23 @@ def test_paper_preset_cold_U4_converges_within_40_iterations():
     assert abs(res.charge.sum() - system.n_orb) < 1e-8
 
 
+@pytest.mark.parametrize("U", [0.0, 6.0])
+def test_demo_preset_cold_solves_converge_quickly(U):
+    """Cold AF-seeded demo-preset solves (i = 7) at both ends of the U grid converge in ≤ 40 iterations.
+
+    At U = 0 the temperature annealing of cold solves once turned a 23-iteration solve into a
+    restart/anneal cycle that never converged (annealing is now for U > 0 only, re-annealing once)."""
+    from moireu.config import load_config
+    from moireu.hf.driver import solve_kwargs, system_from_config
+
+    cfg = load_config("demo", None, [f"hf.U={U}"])
+    system = system_from_config(cfg)
+    kw = solve_kwargs(cfg)
+    kw["max_iter"] = 40
+    res = system.solve(**kw)
+    assert res.converged and res.iterations <= 40, (res.iterations, res.meta["options"]["restarts"])
+
+
 def test_chain_extrapolates_along_U():
     """The third point of a U chain starts from the linear extrapolation of the two before it."""
     from moireu.hf.driver import sweep_U
