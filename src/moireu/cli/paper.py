@@ -11,15 +11,13 @@ done (the dataset build resumes point by point). ``RUN/stages.json`` records eac
 
 from __future__ import annotations
 
-import os
-import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from moireu.cli.common import ConfigOpt, SetOpt, info, resolve
+from moireu.cli.pipeline import Pipeline
 from moireu.errors import InputError
 
 
@@ -35,8 +33,6 @@ def paper_cmd(
 ) -> None:
     """Run the paper reproduction end to end (resumable) and write the document."""
     from moireu.analysis.reproduction import write_doc
-    from moireu.cli.demo import _stage
-    from moireu.config import save_resolved
     from moireu.ml.models import available_models, model_spec
     from moireu.provenance import write_json_atomic
 
@@ -53,22 +49,13 @@ def paper_cmd(
                              f"{[n for n in available_models() if model_spec(n).recipe == 'ours']}")
     cfg = resolve(preset, config, list(set_ or []))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_resolved(cfg, out)
-    conf = ["--preset", "", "--config", str(out / "config.toml")]
-    exe = [sys.executable, "-m", "moireu"]
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    log: list[dict] = []
-    t0 = time.perf_counter()
-
-    def stage(name: str, marker: Path, cmd: list[str], **kw) -> None:
-        _stage(name, marker, cmd, False, log, tag="paper", **kw)
-        log[-1]["command"] = "moireu " + " ".join(cmd[3:])
-        write_json_atomic(out / "stages.json", {"stages": log, "config": cfg.to_dict()})
+    p = Pipeline("paper", cfg, out,
+                 on_stage=lambda log: write_json_atomic(out / "stages.json", {"stages": log, "config": cfg.to_dict()}))
+    conf, stage = p.conf, p.stage
 
     data, pdata = out / "dataset.zarr", out / "paper.zarr"
-    stage("dataset", out / ".never", [*exe, "dataset", "build", *conf, "--out", str(data), "--no-progress"])
-    stage("paper images", pdata, [*exe, "dataset", "paper-images", str(data), "--out", str(pdata),
+    stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
+    stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
                                   "--workers", str(workers)])
     runs: dict[str, list[Path]] = {"paper": [], "ours": []}
     jobs = [("repro", m, pdata, ["--recipe", "paper"]) for m in ("cnn_paper", "resnet18_paper")]
@@ -77,22 +64,22 @@ def paper_cmd(
         for s in seed_list:
             run = out / sub / f"{m}_s{s}"
             stage(f"train {sub} {m} seed {s}", run / "checkpoint.pt",
-                  [*exe, "train", str(store), "--model", m, *extra, *conf, "--set", f"seed={s}", "--out", str(run),
+                  ["train", str(store), "--model", m, *extra, *conf, "--set", f"seed={s}", "--out", str(run),
                    "--quiet"])
             for split in ("test", "heldout"):
                 stage(f"evaluate {sub} {m} seed {s} {split}", run / f"eval_{split}.json",
-                      [*exe, "evaluate", str(run), str(store), "--split", split])
+                      ["evaluate", str(run), str(store), "--split", split])
             runs["paper" if sub == "repro" else "ours"].append(run)
     for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours")):
         adir = out / f"analysis_{k}"
         # interpretability on the first seed of every model
         first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}")]
         stage(f"analysis {k}", adir / "analysis.json",
-              [*exe, "analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
+              ["analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
                f'analysis.mode="{mode}"', "--runs", *[str(r) for r in first]],
               inputs=tuple(r / "checkpoint.pt" for r in first))
     write_doc(out, doc)
-    info(f"[paper] finished in {(time.perf_counter() - t0) / 60:.1f} min; wrote {doc} and {out / 'reproduction.json'}")
+    info(f"[paper] finished in {p.minutes:.1f} min; wrote {doc} and {out / 'reproduction.json'}")
 
 
 def register(app: typer.Typer) -> None:
