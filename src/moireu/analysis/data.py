@@ -27,7 +27,7 @@ class AnalysisData:
     U : (n,) Hubbard U (eV).
     split : (n,) ``"grid"`` or ``"heldout"``.
     kx, ky : (nx,), (ny,) wave-vector coordinates (Å⁻¹).
-    rotation_deg : (n,) patch rotation of each sample (zeros when absent).
+    rotation_deg : (n,) rotation of the lattice in each stored image (zeros for aligned images).
     hf : order parameters per sample (the ``hf_*`` variables present in the store).
     config : the resolved run configuration stored in the attributes (dict, may be empty).
     attrs : all store attributes.
@@ -84,7 +84,7 @@ def load_store(path: str | Path) -> AnalysisData:
     img = sc.values(ds, "image").astype(np.float32, copy=False)
     U = sc.values(ds, "U").astype(float)
     split = np.asarray(ds["split"].values).astype(str)
-    rot = sc.scan_rotation(ds)
+    rot = sc.image_rotation(ds)
     hf = {v: sc.values(ds, v).astype(float) for v in HF_VARIABLES if v in ds.variables}
     attrs = dict(ds.attrs)
     cfg = attrs.get("config", {})

@@ -31,6 +31,7 @@ Groups of variables
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,9 +365,18 @@ def load(ds: Any) -> Any:
                          "damaged — rebuild the store with `moireu dataset build`") from None
 
 
-def scan_rotation(ds: Any) -> np.ndarray:
-    """Per-sample rotation of the acquisition (deg): ``scan_rotation_deg``, else legacy ``rotation_deg``."""
-    for name in ("scan_rotation_deg", "rotation_deg"):
-        if name in ds.variables:
-            return values(ds, name).astype(float)
-    return np.zeros(int(ds.sizes["sample"]))
+def image_rotation(ds: Any) -> np.ndarray:
+    """Per-sample rotation (deg) of the lattice in the stored image relative to the model frame.
+
+    Images of the measurement model are aligned to the training frame (``image_transform`` with
+    ``align``), whatever the scan rotation was: zeros. Stores written before it rotated the patch itself:
+    legacy ``rotation_deg``.
+    """
+    n = int(ds.sizes["sample"])
+    try:
+        aligned = bool(json.loads(ds.attrs.get("image_transform", "{}") or "{}").get("align", False))
+    except (TypeError, json.JSONDecodeError):
+        aligned = False
+    if not aligned and "rotation_deg" in ds.variables:
+        return values(ds, "rotation_deg").astype(float)
+    return np.zeros(n)
