@@ -23,7 +23,10 @@ SETS = ["dataset.refine=0", "lattice.index=1", "dataset.U_values=[0.0, 5.0]", "d
 def cli(*args, wait=True, env_extra=None):
     cmd = [sys.executable, "-c", "from moireu.cli import main; main()", *args]
     env = os.environ | {"OMP_NUM_THREADS": "1"} | (env_extra or {})
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
+    # SIGINT at its default, as in a terminal: a test run started in the background (`cmd &`, nohup)
+    # inherits SIGINT ignored, and so would the CLI, which would then never see the Ctrl-C under test
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if not wait:
         return p
     out, err = p.communicate(timeout=300)
