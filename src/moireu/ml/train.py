@@ -53,7 +53,8 @@ from torch import nn
 
 from moireu.errors import InputError
 from moireu.ml.augment import augment as apply_augment
-from moireu.ml.data import Preprocess, StoreData, load_split, open_dataset, split_indices, store_fingerprint
+from moireu.ml.data import (PAPER_SEED, Preprocess, StoreData, load_split, open_dataset, split_indices,
+                            store_fingerprint)
 from moireu.ml.models import ConvNet, FCNet, create_model, load_resnet18_weights, model_spec
 from moireu.ml.uncertainty import OOD_QUANTILE, FeatureDensity, RunModel, calibrate, fit_difficulty, sigma_hat
 from moireu.provenance import json_safe, provenance, write_bytes_atomic, write_json_atomic
@@ -62,8 +63,6 @@ __all__ = ["Recipe", "resolve_recipe", "fit_ensemble", "train_run", "save_torch_
            "FORMAT"]
 
 FORMAT = "moireu-ml-1"
-# The reference split: random 60/20/20 with numpy seed 42, whatever the run's seed (Tanksale & Stauber).
-PAPER_SPLIT_SEED = 42
 # With an augmentation profile, the per-pixel corruption variance that regularises the ridge read-out of
 # the cnn is estimated from this many corrupted copies of the training images.
 _RIDGE_AUG_COPIES = 4
@@ -668,7 +667,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, cal=cal, state_path=out / "last.pt", resume=resume,
                              progress=progress, callback=callback, meta={"store": fp})
     extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
-             "split": {"mode": mode, "seed": PAPER_SPLIT_SEED if mode == "paper" else cfg.seed, "fractions": list(fr),
+             "split": {"mode": mode, "seed": PAPER_SEED if mode == "paper" else cfg.seed, "fractions": list(fr),
                        **{k: grid.index[v].tolist() for k, v in parts.items()}},
              "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
     save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")
