@@ -252,6 +252,8 @@ def predict_cmd(
         res["twist_deg"] = align.get("twist_deg")
         if align.get("in_range") is False:
             reasons.append(f"measured twist angle {align.get('twist_deg')}° is outside the trained range")
+    if reasons and res.get("U_range"):  # out of distribution for any reason: the honest interval is the trained range
+        res["U_low"], res["U_high"] = (float(v) for v in res["U_range"])
     res["in_distribution"] = not reasons
     res["ood_reasons"] = reasons
     if json_:
