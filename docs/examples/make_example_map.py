@@ -53,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("store", type=Path)
     ap.add_argument("--U", type=float, default=4.0)
-    ap.add_argument("--pixels", type=int, default=200)
+    ap.add_argument("--pixels", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("docs/examples/tbg_i7_U4"))
     a = ap.parse_args()
     geom, ldos, U, cfg = load_ldos(a.store, a.U)

@@ -115,6 +115,9 @@ class MeasurementConfig(_Section):
     twist_tolerance_deg: float = Field(0.25, gt=0.0, description="maps whose measured twist differs from the "
                                        "trained one by more are flagged out of range")
     align: bool = Field(True, description="measure the lattice on each map and bring it to the training frame")
+    window_radius: float = Field(0.0, ge=0.0, description="Hann window radius of the FT in trained moiré periods "
+                                 "(fixed k resolution: one peak shape for every field of view; larger maps average "
+                                 "overlapping windows, smaller ones are refused); 0 = the inscribed disc of each map")
 
     _ranges = field_validator("pixel_size", "rotation_deg", "heterostrain", "noise_white", "noise_pink",
                               "noise_lines", mode="before")(lambda cls, v: _range(v))

@@ -150,3 +150,43 @@ def test_atom_table_goes_through_the_same_map_path(tmp_path, tbg2, tbg2_transfor
     assert info.in_range and abs(info.twist_deg - 13.1736) < 0.05
     assert abs(info.angle_deg - ((23.0 + 30) % 60 - 30)) < 0.1  # the patch, not a frame, is rotated by +23°
     assert img.shape == (48, 48) and img.attrs["map_rendered_from"] == "atom table"
+
+
+def test_fixed_window_radius_tiles_and_refusals(tbg2, tbg2_transform):
+    from moireu.stm.align import window_tiles
+
+    t = tbg2_transform
+    R = t.window_radius
+    assert R == pytest.approx(1.4 * t.moire_period)  # the demo preset's radius, in moiré periods
+    small = MapData(np.random.default_rng(0).normal(size=(64, 64)), (0.4, 0.4))  # 25.6 Å < 2R
+    with pytest.raises(InputError, match="too small for this model's FT window"):
+        window_tiles(small, t)
+    for n in (76, 128, 256):
+        m = MapData(np.zeros((n, n)), (0.4, 0.4))
+        radius, c = window_tiles(m, t)
+        assert radius == R
+        # every window lies inside the frame; neighbouring centres are ¼–½ radius apart
+        assert np.all(np.abs(c) + R <= 0.5 * n * 0.4 + 1e-9)
+        if len(c) > 1:
+            xs = np.unique(np.round(c[:, 0], 9))
+            assert 0.25 * R - 1e-9 <= np.diff(xs).min() and np.diff(xs).max() <= 0.5 * R + 1e-9
+    assert len(window_tiles(MapData(np.zeros((76, 76)), (0.4, 0.4)), t)[1]) == 1
+    inscribed = ImageTransform(**(t.__dict__ | {"window_radius": None}))
+    radius, c = window_tiles(MapData(np.zeros((100, 80)), (0.5, 0.5)), inscribed)
+    assert radius == pytest.approx(20.0) and c.tolist() == [[0.0, 0.0]]
+
+
+def test_fixed_window_makes_the_image_independent_of_the_field_of_view(tbg2, tbg2_transform):
+    """The same state seen through frames of 34–58 Å: one peak shape with a fixed window (the
+    inscribed disc changes the k resolution with the frame)."""
+    g, ldos = tbg2
+    t = tbg2_transform
+    inscribed = ImageTransform(**(t.__dict__ | {"window_radius": None}))
+    imgs = {"fixed": [], "inscribed": []}
+    for n, origin in [(85, (0.0, 0.0)), (110, (3.1, -2.2)), (145, (-4.0, 1.3))]:
+        m = simulate_map(g, ldos, ScanParams(pixels=n, pixel_size=0.4, rotation_deg=23.0, origin=origin))
+        imgs["fixed"].append(map_to_image(m, t)[0].values)
+        imgs["inscribed"].append(map_to_image(m, inscribed)[0].values)
+    spread = {k: 1.0 - min(_corr(v[0], x) for x in v[1:]) for k, v in imgs.items()}
+    assert spread["fixed"] < 0.01
+    assert spread["fixed"] < 0.5 * spread["inscribed"]

@@ -27,9 +27,15 @@ Every image — simulated for training or read from a user's file — goes throu
    nominal frame (the pixel size is trusted) and the image is put on the training moiré frame M.
 6. **Image.** A plane wave :math:`e^{i\\mathbf g\\cdot\\mathbf u} = e^{i\\mathbf G\\cdot M^T\\mathbf u}`,
    so the pixel centres :math:`\\mathbf u` (Å, frame centre 0) are moved to :math:`M^T\\mathbf u` in the
-   training frame, weighted by the mean-free, Hann-apodised values (window radius: the frame's
-   inscribed disc, in the training frame), and transformed by finufft type 1 onto the training k
-   window (:func:`moireu.stm.ftldos.ftldos`), amplitude divided by the window sum, normalised.
+   training frame, weighted by the mean-free, Hann-apodised values, and transformed by finufft
+   type 1 onto the training k window (:func:`moireu.stm.ftldos.ftldos`), amplitude divided by the
+   window sum, normalised. The window (:func:`window_tiles`) is either the frame's inscribed disc or,
+   with a fixed radius R (``ImageTransform.window_radius``, the presets' choice), a disc of radius R
+   in the training frame: then every map has the same k resolution (the peaks' shape no longer
+   depends on the field of view, which otherwise dominates the image-to-image variation of
+   simulated acquisitions: the moiré-peak pixels correlate at 0.98 with the pixel size), and a
+   larger map is covered by windows on a grid of step R whose squared amplitudes are averaged
+   (Welch), lowering the noise without changing the expected image.
 
 Quality ∈ [0, 1]: the smaller of the moiré peaks' contrast score (median peak / median of the
 spectrum beyond 0.5 |G_M|, mapped 5 → 0, 15 → 1; the maxima of a white-noise spectrum reach ≈ 3–4)
@@ -57,6 +63,8 @@ QUALITY_MIN = 0.5
 #: moiré peak contrast (median peak / median of the whole spectrum beyond 0.5 |G_M|) mapped to 0 … 1
 CONTRAST_LO, CONTRAST_HI = 5.0, 15.0
 MIN_FOV_MOIRE = 2.0  # field of view ≥ 2 moiré periods
+#: spacing of the Welch windows of a fixed-radius FT, in window radii
+WINDOW_STEP = 0.25
 
 
 @dataclass(frozen=True)
@@ -310,6 +318,41 @@ def measure_lattice(m: MapData, t: ImageTransform, spec: _Spectrum | None = None
                      matrix=tuple(map(tuple, M.tolist())), trained_twist_deg=t.twist_deg)
 
 
+def window_tiles(m: MapData, t: ImageTransform, smin: float = 1.0) -> tuple[float, np.ndarray]:
+    """The Hann window radius R (Å, training frame) and the window centres (T, 2) (Å, map frame).
+
+    Without ``t.window_radius`` one window: the disc inscribed in the frame, centred. With it, the
+    centres are spread evenly over the part of the frame where a whole window fits, ``1 + ⌊2a/s⌋``
+    per axis for a span ``2a`` and a step ``s = WINDOW_STEP · R / smin`` (so neighbours are between
+    ``s`` and ``2s`` apart) (``smin``: the smallest singular value of the map → training
+    frame matrix, so that a disc of radius R in the training frame stays inside the map).
+
+    Raises
+    ------
+    InputError
+        The field of view cannot hold one window.
+    """
+    Lx, Ly = m.field_of_view
+    if t.window_radius is None:
+        return 0.5 * min(Lx, Ly) * smin, np.zeros((1, 2))
+    R = float(t.window_radius)
+    reach = R / smin  # the window's radius in the map frame (upper bound)
+    ax, ay = 0.5 * Lx - reach, 0.5 * Ly - reach
+    if min(ax, ay) < -1e-9 * max(Lx, Ly):
+        periods = f" = {R / t.moire_period:.3g} moiré periods" if t.moire_period else ""
+        raise InputError(f"{m.source}: field of view {Lx:.4g} × {Ly:.4g} Å is too small for this model's FT window "
+                         f"(a Hann disc of radius {R:.4g} Å{periods}): need at least {2 * reach:.4g} Å on each side")
+
+    step = WINDOW_STEP * reach
+
+    def axis(a: float) -> np.ndarray:
+        n = 1 + int(np.floor(2 * max(a, 0.0) / step + 1e-9))
+        return np.zeros(1) if n == 1 else np.linspace(-a, a, n)
+
+    cx, cy = np.meshgrid(axis(ax), axis(ay))
+    return R, np.column_stack([cx.ravel(), cy.ravel()])
+
+
 def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict[str, Any] | None = None
                  ) -> tuple[Any, AlignInfo]:
     """A map → ``(FT-LDOS image (ky, kx) float32 DataArray, AlignInfo)`` on the training window.
@@ -341,14 +384,20 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
         M = np.eye(2)
     r = u @ M  # rows: (Mᵀ u)ᵀ = uᵀ M
     if t.apodize == "hann":
-        Lx, Ly = m.field_of_view
-        radius = 0.5 * min(Lx, Ly) * float(np.linalg.svd(M, compute_uv=False).min())
-        w = hann_weights(r, radius)
-        keep = w > 0
-        mean = float((w * v).sum() / w.sum())
-        img = ftldos(r[keep], (v[keep] - mean) * w[keep], transform=t, subtract_mean=False,
-                     n_norm=float(w.sum()), attrs=meta | {f"align_{k}": val for k, val in info.to_dict().items()
-                                                          if k not in ("matrix", "scale")} | dict(attrs or {}))
+        smin = float(np.linalg.svd(M, compute_uv=False).min())
+        radius, centres = window_tiles(m, t, smin)
+        rows, norms = [], []
+        for c in centres:  # centres in the map frame; the window is a disc of the training frame
+            w = hann_weights(r - c @ M, radius)
+            rows.append((v - float((w * v).sum() / w.sum())) * w)
+            norms.append(float(w.sum()))
+        W = np.stack(rows)
+        keep = (W != 0).any(axis=0)
+        meta |= {"window_radius": radius, "n_windows": len(centres)}
+        img = ftldos(r[keep], W[:, keep] if len(rows) > 1 else W[0, keep], transform=t, subtract_mean=False,
+                     n_norm=np.asarray(norms) if len(rows) > 1 else norms[0],
+                     attrs=meta | {f"align_{k}": val for k, val in info.to_dict().items()
+                                   if k not in ("matrix", "scale")} | dict(attrs or {}))
     else:
         img = ftldos(r, v, transform=t, attrs=meta | dict(attrs or {}))
     return img, info

@@ -119,6 +119,11 @@ class ImageTransform:
     apodize : {"none", "hann"}
         Window applied to a real-space map before its transform (:mod:`moireu.stm.align`): a radial
         Hann window :math:`\\cos^2(\\pi\\rho/2R)` on the inscribed disc of the frame.
+    window_radius : float or None
+        Radius R (Å, training frame) of the Hann window when fixed (``None``: the inscribed disc of
+        each map). A fixed R gives every map the same k resolution, so the FT peaks have one shape
+        whatever the field of view; a map larger than the window is covered by overlapping windows
+        whose power spectra are averaged (Welch), a map smaller is refused.
     align : bool
         Measure the lattice of every map and bring it to the training frame (:mod:`moireu.stm.align`).
     lattice_constant : float
@@ -147,6 +152,7 @@ class ImageTransform:
     lattice_constant: float = A_LAT
     twist_deg: float | None = None
     twist_tolerance_deg: float = 0.25
+    window_radius: float | None = None
     reciprocal: tuple[tuple[float, float], tuple[float, float]] | None = None
     bragg_indices: tuple[tuple[int, int], ...] | None = None
 
@@ -154,6 +160,8 @@ class ImageTransform:
         check_n(self.n_pixels)
         if self.apodize not in ("none", "hann"):
             raise InputError(f"apodize={self.apodize!r} is not allowed; use none or hann")
+        if self.window_radius is not None and not (math.isfinite(self.window_radius) and self.window_radius > 0):
+            raise InputError(f"window_radius must be a positive number of Å (or None), got {self.window_radius!r}")
         if self.align and (self.reciprocal is None or self.bragg_indices is None):
             raise InputError("align=True needs the training lattice (reciprocal, bragg_indices)")
         if self.reciprocal is not None:
@@ -209,7 +217,9 @@ class ImageTransform:
 
         ref = reference_lattice(geom, base["window"])
         m = stm.measurement
+        radius = float(m.window_radius) * ref["moire_period"] if m.window_radius > 0 else None
         return cls(**(base | {"moire_period": ref["moire_period"], "apodize": "hann", "align": bool(m.align),
+                              "window_radius": radius,
                               "twist_deg": ref["twist_deg"], "twist_tolerance_deg": float(m.twist_tolerance_deg),
                               "reciprocal": ref["reciprocal"], "bragg_indices": ref["bragg_indices"]}))
 
@@ -344,8 +354,10 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
     ----------
     xy : ndarray (M, 2)
         Point positions (Å), e.g. from :func:`moireu.stm.patch_points`.
-    w : ndarray (M,)
-        Weights (LDOS per atom, or pixel values of a map).
+    w : ndarray (M,) or (T, M)
+        Weights (LDOS per atom, or pixel values of a map). T rows are T windowed copies of one map
+        (:func:`moireu.stm.align.map_to_image`): the image is then the RMS over rows of
+        ``|F_t| / n_norm_t`` (Welch's averaged periodogram, amplitude form).
     n, window, subtract_mean, log, normalize :
         Override the corresponding fields of ``transform`` (default :class:`ImageTransform`).
     transform : ImageTransform, optional
@@ -354,9 +366,9 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
         Extra metadata (U, ν, bias, η, patch, seed …) stored in the image attributes (JSON-able).
     return_complex : bool
         Also return the complex F (ky, kx) before any scaling.
-    n_norm : float, optional
+    n_norm : float or array (T,), optional
         Divisor of the ``per_point`` amplitude scale (default: the number of points; a map passes
-        the sum of its apodisation window).
+        the sum of its apodisation window, one per row of ``w``).
 
     Returns
     -------
@@ -380,18 +392,31 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
         upd["normalize"] = normalize
     if upd:
         t = ImageTransform(**(t.__dict__ | upd))
-    xy, w = _check_points(xy, w)
-    w = np.asarray(w, dtype=float)
-    w_used = w - w.mean() if t.subtract_mean else w
-    F = ft_grid(xy, w_used, t.n_pixels, t.window, eps=t.eps)
-    img, stats = amplitude_to_image(F, xy.shape[0] if n_norm is None else n_norm, t)
+    W = np.asarray(w)
+    W = W[None] if W.ndim == 1 else W
+    if W.ndim != 2 or W.shape[0] == 0:
+        raise InputError(f"weights must have shape (M,) or (T, M), got {np.shape(w)}")
+    for row in W[1:]:
+        _check_points(xy, row)
+    xy, _ = _check_points(xy, W[0])
+    W = W.astype(float)
+    W_used = W - W.mean(axis=1, keepdims=True) if t.subtract_mean else W
+    norms = np.broadcast_to(np.asarray(xy.shape[0] if n_norm is None else n_norm, dtype=float), (W.shape[0],))
+    if W.shape[0] == 1:
+        F = ft_grid(xy, W_used[0], t.n_pixels, t.window, eps=t.eps)
+        img, stats = amplitude_to_image(F, float(norms[0]), t)
+    else:  # Welch: the RMS over windows of the (per-window scaled) amplitudes
+        F = np.stack([ft_grid(xy, wt, t.n_pixels, t.window, eps=t.eps) for wt in W_used])
+        scale = norms if t.amplitude_scale == "per_point" else np.ones_like(norms)
+        rms = np.sqrt(np.mean(np.abs(F / scale[:, None, None]) ** 2, axis=0))
+        img, stats = amplitude_to_image(rms, 1.0, t)
     kx, ky = t.window.axes(t.n_pixels)
     meta: dict[str, Any] = {
         "quantity": "FT-LDOS |F(k)|, F(k) = sum_i w_i exp(-i k.r_i)",
         "n_pixels": t.n_pixels, "kx_max": t.window.kx_max, "ky_max": t.window.ky_max,
         "subtract_mean": int(t.subtract_mean), "log": int(t.log), "normalize": t.normalize,
         "amplitude_scale": t.amplitude_scale, "finufft_eps": t.eps, "n_points": int(xy.shape[0]),
-        "mean_weight": float(w.mean()), "image_transform": t.to_json(),
+        "mean_weight": float(W.mean()), "n_windows": int(W.shape[0]), "image_transform": t.to_json(),
     } | stats
     for key, v in (attrs or {}).items():
         meta[key] = _attr_value(v)
