@@ -218,7 +218,8 @@ class TrainConfig(_Section):
     pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
     linear_skip: bool = Field(True, description="cnn: wide & deep linear read-out of the input pixels (recipe ours)")
     skip_ridge_alpha: float = Field(0.1, ge=0.0, description="cnn linear skip: closed-form ridge read-out on "
-                                    "per-pixel standardised inputs, frozen (α; 0 = learned from zero)")
+                                    "per-pixel standardised inputs, frozen; α chosen on the validation split from "
+                                    "this value × 10^0…6 (0 = learned from zero)")
     pretrained_weights: str | None = Field(None, description="torchvision-format resnet18 state dict (.pth) "
                                            "loaded before training (conv1 from the RGB mean; resnet18 variants)")
 

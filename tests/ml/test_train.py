@@ -277,3 +277,23 @@ def test_ridge_readout_noise_marginalised():
     assert torch.allclose(w[0].double(), w_ref, atol=1e-5)
     w0, _ = ridge_readout(x, y, alpha=0.5)
     assert abs(w[0, 0]) < 0.2 * abs(w0[0, 0]) and abs(w[0, 12]) > 0.9 * abs(w0[0, 12])
+
+
+def test_skip_ridge_penalty_is_chosen_on_validation_images():
+    """More pixels than images and a noisy target: the interpolating penalty loses to a smoother one
+    on unseen images, and the selection picks the grid value with the lowest validation MAE."""
+    from moireu.ml.train import ridge_readout, select_ridge_alpha
+
+    g = torch.Generator().manual_seed(3)
+    n, nv, p = 150, 60, 256
+    w_true = torch.randn(p, generator=g) / p ** 0.5
+    x, xv = torch.randn(n, 1, 16, 16, generator=g), torch.randn(nv, 1, 16, 16, generator=g)
+    y = x.flatten(1) @ w_true + 1.0 * torch.randn(n, generator=g)
+    yv = xv.flatten(1) @ w_true + 1.0 * torch.randn(nv, generator=g)
+    alpha, table = select_ridge_alpha(x, y, xv, yv, 1e-3, decades=6)
+    assert [r["alpha"] for r in table] == pytest.approx([1e-3 * 10.0 ** j for j in range(7)])
+    best = min(table, key=lambda r: r["val_mae"])
+    assert alpha == best["alpha"] and alpha > 1e-3
+    assert best["val_mae"] < 0.8 * table[0]["val_mae"]
+    w, b = ridge_readout(x, y, alpha)
+    assert float((xv.flatten(1) @ w[0] + b - yv).abs().mean()) == pytest.approx(best["val_mae"], rel=1e-5)

@@ -15,8 +15,8 @@ global standardisation (training-split statistics), targets standardised
 ``augment`` profile on the fly, CoordConv input channels for the CNN, and a deep ensemble of
 ``ensemble`` members whose spread feeds split-conformal intervals (:mod:`moireu.ml.uncertainty`).
 For the CNN, ``ours`` adds a "wide & deep" linear read-out of the input pixels whose weights are the
-closed-form ridge solution on per-pixel standardised training inputs (:func:`ridge_readout`,
-``skip_ridge_alpha``), frozen; the network starts at the ridge prediction and its convolutional
+closed-form ridge solution on per-pixel standardised training inputs (:func:`ridge_readout`; the
+penalty is chosen on the validation split from ``skip_ridge_alpha · 10^0…6``, :func:`select_ridge_alpha`), frozen; the network starts at the ridge prediction and its convolutional
 path learns the residual. With an ``augment`` profile the read-out is regularised by the per-pixel
 variance the corruptions add (the closed-form expectation over corruptions, :func:`ridge_readout`).
 Measured on the demo store: U is carried by the intensity at fixed wave
@@ -195,6 +195,29 @@ def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1
     w_eff = (w / s).float()[None]
     b = float(t_mean - (w * m / s).sum())
     return w_eff, b
+
+
+def select_ridge_alpha(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, alpha: float,
+                       noise_var: torch.Tensor | None = None, decades: int = 6) -> tuple[float, list[dict[str, float]]]:
+    """The ridge penalty of the grid ``alpha · 10^j`` (j = 0 … ``decades``) with the smallest
+    validation MAE (:func:`ridge_readout` fitted on ``x, y``, scored on ``x_val, y_val``).
+
+    With more pixels than training images the ridge interpolates its training set for any small α,
+    which leaves the network nothing to learn (zero training residual) and memorises acquisition
+    details; the validation images (crops never trained on) choose how much to smooth.
+
+    Returns
+    -------
+    (alpha, table) with one ``{"alpha", "val_mae"}`` row per grid value.
+    """
+    table = []
+    for j in range(int(decades) + 1):
+        a = float(alpha) * 10.0 ** j
+        w, b = ridge_readout(x, y, a, noise_var=noise_var)
+        pred = x_val.flatten(1) @ w[0] + b
+        table.append({"alpha": a, "val_mae": float((pred - y_val).abs().mean())})
+    best = min(table, key=lambda r: r["val_mae"])
+    return best["alpha"], table
 
 
 def _init_skip(model: nn.Module, w_eff: torch.Tensor, b: float) -> None:
@@ -449,6 +472,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
 
     t_start = time.perf_counter()
     skip_init = None
+    skip_alpha, skip_table = 0.0, []
     if recipe.skip_ridge_alpha > 0:
         with torch.no_grad():
             clean = prep.normalise(xtr)
@@ -459,7 +483,9 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                 g = torch.Generator().manual_seed(seed + 7919)
                 noise_var = torch.stack([(prep.normalise(apply_augment(xtr, recipe.augment, g)) - clean)
                                          .pow(2).mean(0).flatten() for _ in range(_RIDGE_AUG_COPIES)]).mean(0)
-            skip_init = ridge_readout(clean, ytr, recipe.skip_ridge_alpha, noise_var=noise_var)
+            skip_alpha, skip_table = select_ridge_alpha(clean, ytr, prep.normalise(xva), yva, recipe.skip_ridge_alpha,
+                                                        noise_var=noise_var)
+            skip_init = ridge_readout(clean, ytr, skip_alpha, noise_var=noise_var)
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
@@ -512,7 +538,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                 model = _init_model(recipe, prep.out_shape)
                 if skip_init is not None:
                     w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
-                                                 recipe.skip_ridge_alpha)
+                                                 skip_alpha)
                     _init_skip(model, w_all, b_all)
                 gen = torch.Generator().manual_seed(mseed + 1)
                 opt, sched = make_opt(model, st.best_epoch + 1)
@@ -542,7 +568,8 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
     mu = np.asarray(val_preds).mean(0)
     info = {"members": member_info, "train_seconds": time.perf_counter() - t_start,
             "target": {"mean": y_mean, "std": y_std},
-            "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0])}
+            "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0]),
+            "skip_ridge": {"alpha": skip_alpha, "selection": skip_table}}
     return run, info
 
 
