@@ -70,14 +70,25 @@ def test_analyze_and_report_commands(store, run_dir):
 
 
 def test_split_without_models_is_the_ml_split(data):
+    """Without trained runs the baselines use the ML stage's split: by variation group (no crop in two
+    parts) when the store has variation ids, the stratified split by image for a store without."""
+    import dataclasses
+
     from moireu.analysis.run import split_indices
+    from moireu.ml.data import split_indices as ml_split
     from moireu.ml.data import stratified_split
 
-    idx = split_indices(data, seed=3)
     grid = np.flatnonzero(data.grid)
-    tr, va, te = stratified_split(data.U[grid], (0.6, 0.2, 0.2), seed=3)
-    assert np.array_equal(idx["train"], grid[tr]) and np.array_equal(idx["test"], grid[te])
+    var = np.arange(data.n) % 7
+    idx = split_indices(dataclasses.replace(data, variation=var), seed=3)
+    parts = ml_split("variation", grid.size, var[grid], seed=3, fractions=(0.55, 0.15, 0.15, 0.15))
+    for k in ("train", "val", "cal", "test"):
+        assert np.array_equal(idx[k], grid[parts[k]])
+    assert not set(var[idx["train"]]) & set(var[idx["test"]])
     assert np.array_equal(idx["heldout"], np.flatnonzero(data.heldout))
+    old = split_indices(dataclasses.replace(data, variation=None), seed=3)
+    tr, va, te = stratified_split(data.U[grid], (0.6, 0.2, 0.2), seed=3)
+    assert np.array_equal(old["train"], grid[tr]) and np.array_equal(old["test"], grid[te])
 
 
 def test_cli_refuses_bad_input(store, tmp_path):

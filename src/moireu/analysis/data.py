@@ -31,6 +31,7 @@ class AnalysisData:
     hf : order parameters per sample (the ``hf_*`` variables present in the store).
     config : the resolved run configuration stored in the attributes (dict, may be empty).
     attrs : all store attributes.
+    variation : (n,) acquisition-draw id of each sample (the ML split groups by it), None for old stores.
     """
 
     images: np.ndarray
@@ -42,6 +43,7 @@ class AnalysisData:
     hf: dict[str, np.ndarray] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    variation: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -96,4 +98,5 @@ def load_store(path: str | Path) -> AnalysisData:
     if not np.all(np.isfinite(img)):
         raise InputError(f"dataset store {str(path)!r} holds non-finite image values")
     return AnalysisData(img, U, split, sc.values(ds, "kx").astype(float), sc.values(ds, "ky").astype(float),
-                        rot, hf, cfg if isinstance(cfg, dict) else {}, attrs)
+                        rot, hf, cfg if isinstance(cfg, dict) else {}, attrs,
+                        sc.values(ds, "variation").astype(np.int64) if "variation" in ds.variables else None)

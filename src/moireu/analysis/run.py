@@ -34,16 +34,23 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def split_indices(data: AnalysisData, seed: int, val_fraction: float = 0.2,
-                  test_fraction: float = 0.2) -> dict[str, np.ndarray]:
-    """Store indices of train/val/test (the ML stage's :func:`moireu.ml.data.stratified_split` of the
-    ``grid`` samples, same fractions and seed) and of the untouched ``heldout`` samples."""
+def split_indices(data: AnalysisData, seed: int, fractions: tuple[float, float, float, float] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Store indices of train/val/cal/test and of the untouched ``heldout`` samples, when no trained
+    model recorded its split: the ML stage's leak-free split by variation group
+    (:func:`moireu.ml.data.split_indices`, same seed, ``train.*_fraction`` defaults), or for a store
+    without variation ids the stratified 60/20/20 split by image."""
+    from moireu.ml.data import split_indices as ml_split
     from moireu.ml.data import stratified_split
 
     grid = np.flatnonzero(data.grid)
-    fr = (1.0 - val_fraction - test_fraction, val_fraction, test_fraction)
-    tr, va, te = stratified_split(data.U[grid], fr, seed=seed)
-    return {"train": grid[tr], "val": grid[va], "test": grid[te], "heldout": np.flatnonzero(data.heldout)}
+    held = np.flatnonzero(data.heldout)
+    if data.variation is not None:
+        fr = fractions or (0.55, 0.15, 0.15, 0.15)
+        parts = ml_split("variation", grid.size, data.variation[grid], seed=seed, fractions=fr)
+        return {k: grid[v] for k, v in parts.items()} | {"heldout": held}
+    tr, va, te = stratified_split(data.U[grid], (0.6, 0.2, 0.2), seed=seed)
+    return {"train": grid[tr], "val": grid[va], "test": grid[te], "heldout": held}
 
 
 def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.ndarray] | None:
