@@ -153,7 +153,7 @@ def test_atom_table_goes_through_the_same_map_path(tmp_path, tbg2, tbg2_transfor
 
 
 def test_fixed_window_radius_tiles_and_refusals(tbg2, tbg2_transform):
-    from moireu.stm.align import window_tiles
+    from moireu.stm.align import MAX_WINDOWS_AXIS, window_tiles
 
     t = tbg2_transform
     R = t.window_radius
@@ -161,14 +161,16 @@ def test_fixed_window_radius_tiles_and_refusals(tbg2, tbg2_transform):
     small = MapData(np.random.default_rng(0).normal(size=(64, 64)), (0.4, 0.4))  # 25.6 Å < 2R
     with pytest.raises(InputError, match="too small for this model's FT window"):
         window_tiles(small, t)
-    for n in (76, 128, 256):
+    for n in (76, 128, 256, 1024):
         m = MapData(np.zeros((n, n)), (0.4, 0.4))
         radius, c = window_tiles(m, t)
         assert radius == R
-        # every window lies inside the frame; neighbouring centres are ¼–½ radius apart
+        # every window lies inside the frame; neighbouring centres are ¼–½ radius apart, or spread
+        # evenly over the frame when that would exceed MAX_WINDOWS_AXIS per axis
         assert np.all(np.abs(c) + R <= 0.5 * n * 0.4 + 1e-9)
-        if len(c) > 1:
-            xs = np.unique(np.round(c[:, 0], 9))
+        xs = np.unique(np.round(c[:, 0], 9))
+        assert len(xs) <= MAX_WINDOWS_AXIS and len(c) == len(xs) ** 2
+        if 1 < len(xs) < MAX_WINDOWS_AXIS:
             assert 0.25 * R - 1e-9 <= np.diff(xs).min() and np.diff(xs).max() <= 0.5 * R + 1e-9
     assert len(window_tiles(MapData(np.zeros((76, 76)), (0.4, 0.4)), t)[1]) == 1
     inscribed = ImageTransform(**(t.__dict__ | {"window_radius": None}))

@@ -65,6 +65,8 @@ CONTRAST_LO, CONTRAST_HI = 5.0, 15.0
 MIN_FOV_MOIRE = 2.0  # field of view ≥ 2 moiré periods
 #: spacing of the Welch windows of a fixed-radius FT, in window radii
 WINDOW_STEP = 0.25
+#: at most this many Welch windows per axis (a large map takes a coarser step)
+MAX_WINDOWS_AXIS = 8
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ def window_tiles(m: MapData, t: ImageTransform, smin: float = 1.0) -> tuple[floa
     Without ``t.window_radius`` one window: the disc inscribed in the frame, centred. With it, the
     centres are spread evenly over the part of the frame where a whole window fits, ``1 + ⌊2a/s⌋``
     per axis for a span ``2a`` and a step ``s = WINDOW_STEP · R / smin`` (so neighbours are between
-    ``s`` and ``2s`` apart) (``smin``: the smallest singular value of the map → training
+    ``s`` and ``2s`` apart; at most ``MAX_WINDOWS_AXIS`` per axis: a large map takes a coarser step) (``smin``: the smallest singular value of the map → training
     frame matrix, so that a disc of radius R in the training frame stays inside the map).
 
     Raises
@@ -343,7 +345,7 @@ def window_tiles(m: MapData, t: ImageTransform, smin: float = 1.0) -> tuple[floa
         raise InputError(f"{m.source}: field of view {Lx:.4g} × {Ly:.4g} Å is too small for this model's FT window "
                          f"(a Hann disc of radius {R:.4g} Å{periods}): need at least {2 * reach:.4g} Å on each side")
 
-    step = WINDOW_STEP * reach
+    step = max(WINDOW_STEP * reach, 2 * max(ax, ay) / (MAX_WINDOWS_AXIS - 1))
 
     def axis(a: float) -> np.ndarray:
         n = 1 + int(np.floor(2 * max(a, 0.0) / step + 1e-9))
@@ -386,16 +388,18 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
     if t.apodize == "hann":
         smin = float(np.linalg.svd(M, compute_uv=False).min())
         radius, centres = window_tiles(m, t, smin)
-        rows, norms = [], []
+        pts, vals, norms = [], [], []
         for c in centres:  # centres in the map frame; the window is a disc of the training frame
             w = hann_weights(r - c @ M, radius)
-            rows.append((v - float((w * v).sum() / w.sum())) * w)
+            idx = np.flatnonzero(w > 0)
+            w, vi = w[idx], v[idx]
+            pts.append(r[idx])
+            vals.append((vi - float((w * vi).sum() / w.sum())) * w)
             norms.append(float(w.sum()))
-        W = np.stack(rows)
-        keep = (W != 0).any(axis=0)
         meta |= {"window_radius": radius, "n_windows": len(centres)}
-        img = ftldos(r[keep], W[:, keep] if len(rows) > 1 else W[0, keep], transform=t, subtract_mean=False,
-                     n_norm=np.asarray(norms) if len(rows) > 1 else norms[0],
+        one = len(centres) == 1
+        img = ftldos(pts[0] if one else pts, vals[0] if one else vals, transform=t, subtract_mean=False,
+                     n_norm=norms[0] if one else np.asarray(norms),
                      attrs=meta | {f"align_{k}": val for k, val in info.to_dict().items()
                                    if k not in ("matrix", "scale")} | dict(attrs or {}))
     else:

@@ -354,10 +354,11 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
     ----------
     xy : ndarray (M, 2)
         Point positions (Å), e.g. from :func:`moireu.stm.patch_points`.
-    w : ndarray (M,) or (T, M)
-        Weights (LDOS per atom, or pixel values of a map). T rows are T windowed copies of one map
-        (:func:`moireu.stm.align.map_to_image`): the image is then the RMS over rows of
-        ``|F_t| / n_norm_t`` (Welch's averaged periodogram, amplitude form).
+    w : ndarray (M,)
+        Weights (LDOS per atom, or pixel values of a map). With lists of T position and T weight
+        arrays (T windows of one map, :func:`moireu.stm.align.map_to_image`) the image is the RMS
+        over windows of ``|F_t| / n_norm_t`` (Welch's averaged periodogram, amplitude form); with
+        ``return_complex`` F is then that RMS amplitude.
     n, window, subtract_mean, log, normalize :
         Override the corresponding fields of ``transform`` (default :class:`ImageTransform`).
     transform : ImageTransform, optional
@@ -392,31 +393,34 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
         upd["normalize"] = normalize
     if upd:
         t = ImageTransform(**(t.__dict__ | upd))
-    W = np.asarray(w)
-    W = W[None] if W.ndim == 1 else W
-    if W.ndim != 2 or W.shape[0] == 0:
-        raise InputError(f"weights must have shape (M,) or (T, M), got {np.shape(w)}")
-    for row in W[1:]:
-        _check_points(xy, row)
-    xy, _ = _check_points(xy, W[0])
-    W = W.astype(float)
-    W_used = W - W.mean(axis=1, keepdims=True) if t.subtract_mean else W
-    norms = np.broadcast_to(np.asarray(xy.shape[0] if n_norm is None else n_norm, dtype=float), (W.shape[0],))
-    if W.shape[0] == 1:
-        F = ft_grid(xy, W_used[0], t.n_pixels, t.window, eps=t.eps)
+    if isinstance(w, (list, tuple)):  # T windows of one map: (positions, weights) per window
+        if not isinstance(xy, (list, tuple)) or len(xy) != len(w) or len(w) == 0:
+            raise InputError("windowed weights need one position array per weight array")
+        segs = [_check_points(a, b) for a, b in zip(xy, w)]
+    else:
+        segs = [_check_points(xy, w)]
+    segs = [(a, np.asarray(b, dtype=float)) for a, b in segs]
+    segs = [(a, b - b.mean() if t.subtract_mean else b) for a, b in segs]
+    n_pts = sum(a.shape[0] for a, _ in segs)
+    norms = np.broadcast_to(np.asarray(n_pts if n_norm is None else n_norm, dtype=float), (len(segs),))
+    if len(segs) == 1:
+        F = ft_grid(*segs[0], t.n_pixels, t.window, eps=t.eps)
         img, stats = amplitude_to_image(F, float(norms[0]), t)
     else:  # Welch: the RMS over windows of the (per-window scaled) amplitudes
-        F = np.stack([ft_grid(xy, wt, t.n_pixels, t.window, eps=t.eps) for wt in W_used])
         scale = norms if t.amplitude_scale == "per_point" else np.ones_like(norms)
-        rms = np.sqrt(np.mean(np.abs(F / scale[:, None, None]) ** 2, axis=0))
-        img, stats = amplitude_to_image(rms, 1.0, t)
+        power = np.zeros((t.n_pixels, t.n_pixels))
+        for (a, b), sc in zip(segs, scale):
+            power += np.abs(ft_grid(a, b, t.n_pixels, t.window, eps=t.eps) / sc) ** 2
+        F = np.sqrt(power / len(segs))
+        img, stats = amplitude_to_image(F, 1.0, t)
     kx, ky = t.window.axes(t.n_pixels)
     meta: dict[str, Any] = {
         "quantity": "FT-LDOS |F(k)|, F(k) = sum_i w_i exp(-i k.r_i)",
         "n_pixels": t.n_pixels, "kx_max": t.window.kx_max, "ky_max": t.window.ky_max,
         "subtract_mean": int(t.subtract_mean), "log": int(t.log), "normalize": t.normalize,
-        "amplitude_scale": t.amplitude_scale, "finufft_eps": t.eps, "n_points": int(xy.shape[0]),
-        "mean_weight": float(W.mean()), "n_windows": int(W.shape[0]), "image_transform": t.to_json(),
+        "amplitude_scale": t.amplitude_scale, "finufft_eps": t.eps, "n_points": int(n_pts),
+        "mean_weight": float(np.mean(np.concatenate([b for _, b in segs]))), "n_windows": len(segs),
+        "image_transform": t.to_json(),
     } | stats
     for key, v in (attrs or {}).items():
         meta[key] = _attr_value(v)
