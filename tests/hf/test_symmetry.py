@@ -75,7 +75,11 @@ def test_reduced_solve_and_ldos_agree_with_full_mesh(pair):
     # the same fixed point within the convergence tolerance (the iterates differ by rounding)
     assert np.abs(ra.occupations - rb.occupations).max() < 2e-6
     assert abs(ra.total_energy - rb.total_energy) < 1e-6
-    # LDOS of one solution with and without the reduction (4 × 4 mesh: 4 instead of 11 k-points)
+    # LDOS of one solution with and without the reduction (4 × 4 mesh: 4 instead of 11 k-points);
+    # a solution of the reduced solve is symmetric to rounding, so the LDOS uses the reduction too
+    from moireu.hf.symmetry import LDOS_SYM_TOL
+
+    assert a.symmetric(a.potential_of(ra), LDOS_SYM_TOL)
     ev = a.spectrum(ra, [[0.25, 0.0]], vectors=False)[0, 0]  # levels of a (complex) mesh point
     e1 = float(ev[np.argmin(np.abs(ev - ra.fermi_level))])
     kw = dict(energies=[ra.fermi_level, e1, float(ev[0]) + 0.5], eta=0.03, kmesh=(4, 4), per_spin=True)

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-__all__ = ["C3Reduction", "SYM_TOL"]
+__all__ = ["C3Reduction", "LDOS_SYM_TOL", "SYM_TOL"]
 
 #: largest |potential − its rotated image| (eV) for which the state counts as C₃ symmetric. A
 #: solution converged on the full mesh keeps an asymmetric remainder of the size of its convergence
@@ -38,6 +38,11 @@ __all__ = ["C3Reduction", "SYM_TOL"]
 #: parameter) exceeds this by orders of magnitude and is solved on the full mesh. The reduced mesh
 #: symmetrises its output exactly.
 SYM_TOL = 1e-6
+#: the same for the LDOS of a given solution (:func:`moireu.stm.ldos_at`): only a state symmetric to
+#: rounding — one solved with the reduction — is evaluated on the reduced mesh, so the LDOS of any
+#: solution equals its full-mesh LDOS to 1e-10 (a full-mesh solution with a 1e-7 eV asymmetric
+#: remainder would otherwise come out symmetrised, 1e-7 from its full-mesh LDOS)
+LDOS_SYM_TOL = 1e-9
 
 
 def _rotation(deg: float) -> np.ndarray:

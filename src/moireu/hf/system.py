@@ -276,10 +276,14 @@ class HFSystem:
         backend always solve in double, so the driver must not hold back a convergence decision for them)."""
         return self.n_orb > _SMALL and self.backend == "scipy"
 
-    def symmetric(self, pot: Potential) -> bool:
-        """Whether the C₃ reduction applies to this potential (checked, :mod:`moireu.hf.symmetry`)."""
+    def symmetric(self, pot: Potential, tol: float | None = None) -> bool:
+        """Whether the C₃ reduction applies to this potential (checked to ``tol``, default
+        :data:`moireu.hf.symmetry.SYM_TOL`; :mod:`moireu.hf.symmetry`)."""
         c3 = getattr(self, "c3", None)  # (a system unpickled from before the reduction has none)
-        return c3 is not None and c3.is_symmetric(pot.diag, pot.pair if self.pairs is not None else None)
+        if c3 is None:
+            return False
+        pair = pot.pair if self.pairs is not None else None
+        return c3.is_symmetric(pot.diag, pair) if tol is None else c3.is_symmetric(pot.diag, pair, tol)
 
     def step(self, pot: Potential, n_electrons: float, kT: float, single: bool = False) -> MeanFieldStep:
         """One mean-field step: H_σ(k) → eigenpairs → μ → output density and band energy.

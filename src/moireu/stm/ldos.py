@@ -42,7 +42,7 @@ numbers to rounding (tests compare them to 1e-10):
   ``window`` for a Gaussian, else ``eigh``.
 
 When the HF system has a C₃ reduction (:mod:`moireu.hf.symmetry`) and the solution keeps the
-rotation (checked), only one k-point per orbit of the LDOS mesh is solved (4 of the 11 points of the
+rotation to rounding (checked, ``LDOS_SYM_TOL``), only one k-point per orbit of the LDOS mesh is solved (4 of the 11 points of the
 4 × 4 mesh) and the result is averaged over the group — the same LDOS.
 
 The range check (an energy outside the computed spectrum is an input error) uses the exact band
@@ -391,7 +391,11 @@ def _ldos_per_hamiltonian(system: Any, res: Any, kf: np.ndarray, w: np.ndarray, 
     unchecked: list[tuple[np.ndarray, int]] = []  # (k, spin) whose extremes were not computed
     # C₃ (moireu.hf.symmetry): one k per orbit when the model, the mesh and this state keep the rotation
     c3 = getattr(system, "c3", None)
-    orbits = c3.orbits(kf, w) if c3 is not None and system.symmetric(pot) else None
+    orbits = None
+    if c3 is not None:
+        from moireu.hf.symmetry import LDOS_SYM_TOL
+
+        orbits = c3.orbits(kf, w) if system.symmetric(pot, LDOS_SYM_TOL) else None
     if orbits is not None:
         kf, w = kf[orbits[0]], orbits[1]
     items: Iterable[int] = range(len(kf))
