@@ -178,3 +178,36 @@ def test_refinement_adds_grid_points_and_resumes(tmp_path):
     r2 = build(c, out, tmp_path / "log")  # from the finished store: same refinement, nothing to do
     assert r2.ok and r2.solves_run == 0 and r2.images_run == 0 and r2.solves_total == 8
     assert len(calls(tmp_path / "log", "solve")) == 8
+
+
+def test_chain_points_get_the_two_previous_converged_results(tmp_path):
+    """A solve inside a chain is handed both earlier converged results (oldest first), so the HF
+    start is their extrapolation in U; an unconverged predecessor breaks the chain."""
+    from moireu.data.build import solve_task
+    from moireu.data.plan import SolvePoint
+    from moireu.data.store import data_fingerprint
+    from moireu.data.workdir import WorkDir
+
+    class Recording(FakeBackend):
+        seen: dict = {}
+
+        def solve(self, cfg, point, warm, hf_overrides, out):
+            Recording.seen[point.U] = None if warm is None else [p.name for p in warm]
+            return super().solve(cfg, point, warm, hf_overrides, out)
+
+    c = tiny()
+    root = work_dir_for(tmp_path / "ds.zarr")
+    wd = WorkDir(root, "cccccccccccc", data_fingerprint(c))
+    wd.write_manifest({"config": c.to_json()})
+    be = Recording(never_converge=(3.0,))
+    p = [SolvePoint("grid", u, 0.0) for u in (0.0, 1.0, 2.0, 3.0, 4.0)]
+    args = (str(root), wd.token, wd.fingerprint)
+    solve_task(be, c, p[0], *args, None)
+    solve_task(be, c, p[1], *args, p[0])
+    rec = solve_task(be, c, p[2], *args, p[1], None, p[0])
+    assert Recording.seen[0.0] is None and len(Recording.seen[1.0]) == 1
+    assert Recording.seen[2.0] == [wd.result_path(p[0]).name, wd.result_path(p[1]).name]
+    assert rec["attempts"][0]["warm_chain"] == Recording.seen[2.0]
+    solve_task(be, c, p[3], *args, p[2], None, p[1])  # never converges (retried cold)
+    solve_task(be, c, p[4], *args, p[3], None, p[2])
+    assert Recording.seen[4.0] is None  # the unconverged predecessor: no warm start at all

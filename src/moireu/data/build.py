@@ -64,9 +64,13 @@ def _point_info(point: SolvePoint) -> dict[str, Any]:
 
 
 def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
-               warm_point: SolvePoint | None, _after: Any = None) -> dict[str, Any]:
+               warm_point: SolvePoint | None, _after: Any = None,
+               warm_prior: SolvePoint | None = None) -> dict[str, Any]:
     """Solve ``point`` (warm-starting from ``warm_point`` when it converged), commit, return the record.
 
+    ``warm_prior`` is the point before ``warm_point`` in the chain: when both converged, the backend
+    gets both result files (in chain order) and the solve starts from their linear extrapolation in U
+    (:func:`moireu.hf.scf.run_scf`) instead of from ``warm_point`` alone.
     ``_after`` is the predecessor's future: it only orders the chain. Returns a record with
     ``status`` ∈ {ok, unconverged, failed, stale} (failed: no result at all; stale: the work
     directory belongs to another build now — nothing was written).
@@ -77,12 +81,14 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     done = wd.solve_record(point)
     if done is not None:
         return done | {"skipped": True}
-    warm = None
-    if warm_point is not None:
-        prev = wd.solve_record(warm_point)
-        if prev is not None and prev.get("converged") and wd.result_path(warm_point).exists():
-            warm = wd.result_path(warm_point)
-    tries: list[tuple[dict[str, Any], Path | None]] = [({}, warm)]
+    warm: list[Path] = []  # converged chain predecessors, oldest first (at most two)
+    for wp in (warm_prior, warm_point):
+        prev = wd.solve_record(wp) if wp is not None else None
+        if prev is not None and prev.get("converged") and wd.result_path(wp).exists():
+            warm.append(wd.result_path(wp))
+        else:
+            warm = []  # an unconverged (or missing) point breaks the chain: nothing before it is used
+    tries: list[tuple[dict[str, Any], list[Path] | None]] = [({}, warm or None)]
     if cfg.dataset.retry:
         tries.append((retry_overrides(cfg), None))
     attempts: list[dict[str, Any]] = []
@@ -90,7 +96,8 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     io_error = False
     for i, (over, w) in enumerate(tries):
         info: dict[str, Any] = {"attempt": i, "hf_overrides": over,
-                                "warm_start": None if w is None else w.name}
+                                "warm_start": None if not w else w[-1].name,
+                                "warm_chain": None if not w else [x.name for x in w]}
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             wd.check_owned()
@@ -630,7 +637,9 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
         prev = None
         for p in chain:
             if p in todo_s:
-                f = client.submit(solve_task, backend, cfg, p, root, tok, fp, pred[p], prev, pure=False,
+                w1 = pred[p]
+                f = client.submit(solve_task, backend, cfg, p, root, tok, fp, w1, prev,
+                                  pred.get(w1) if w1 is not None else None, pure=False,
                                   key=f"solve-{p.key}-{run_id}")
                 solve_f[p], kinds[f] = f, ("solve", p)
                 prev = f

@@ -3,9 +3,10 @@
 The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two methods,
 
 ``solve(cfg, point, warm, hf_overrides, out) -> dict``
-    run one Hartree–Fock solve for ``point`` (warm-starting from the result file ``warm`` when
-    given), write the result to the path ``out`` and return its summary (keys in
-    :data:`SUMMARY_KEYS`);
+    run one Hartree–Fock solve for ``point`` (warm-starting from ``warm`` when given: the result
+    files of the converged chain predecessors, oldest first, at most two — with two the start is
+    their linear extrapolation in U), write the result to the path ``out`` and return its summary
+    (keys in :data:`SUMMARY_KEYS`);
 ``render(cfg, point, result, specs) -> Rendered``
     load the result file and return the images of ``specs``: one fresh simulated acquisition per
     image (:mod:`moireu.stm.measure`), aligned to the training frame (:mod:`moireu.stm.align`),
@@ -68,7 +69,7 @@ class Rendered:
 class Backend(Protocol):
     """The compute a dataset build needs (see the module docstring)."""
 
-    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
+    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]: ...
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
@@ -124,14 +125,16 @@ class PhysicsBackend:
                 _CACHE[key] = system_from_config(cfg)
             return _CACHE[key]
 
-    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Path | None,
+    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | Path | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
         from moireu.hf import HFResult
         from moireu.hf.driver import solve_kwargs
 
         system = self.system(cfg)
+        paths = [] if warm is None else [warm] if isinstance(warm, (str, Path)) else list(warm)
         with _IO_LOCK:
-            warm_res = HFResult.load(warm, system=system) if warm is not None else None
+            # two converged predecessors: the solve starts from their extrapolation in U (run_scf)
+            warm_res = [HFResult.load(w, system=system) for w in paths] or None
         res = system.solve(**solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res,
                                           **hf_overrides))
         with _IO_LOCK:

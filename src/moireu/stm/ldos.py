@@ -24,6 +24,30 @@ Broadening kernels :math:`\\delta_\\eta`:
 
 The core (:func:`ldos_from_spectrum`) works on plain arrays so it can be tested with any
 Hermitian spectrum; :func:`ldos_at` is a thin wrapper around a Hartree–Fock solution.
+
+Solvers (:func:`ldos_of_hamiltonian`, the ``solver`` of :func:`ldos_at`): the LDOS at a few
+energies does not need the whole eigen-decomposition of every H_σ(k). All of them give the same
+numbers to rounding (tests compare them to 1e-10):
+
+* ``eigh``: all eigenpairs, then the sum above (the reference; one full ``eigh`` per k and spin);
+* ``resolvent`` (Lorentzian only): :math:`\\delta_\\eta(E - E_n) = -\\frac1\\pi\\,\\mathrm{Im}\\,(E + i\\eta - E_n)^{-1}`,
+  so :math:`\\mathrm{LDOS}_\\sigma(r_i, E) = -\\frac1\\pi\\sum_k w_k\\,\\mathrm{Im}\\,[(E + i\\eta - H_\\sigma(k))^{-1}]_{ii}`
+  exactly — one LU factorisation and two triangular inverses per energy instead of an
+  eigensolve (≈ 2.4× faster at N = 1084 for one energy; slower from ≈ 3 energies on);
+* ``window`` (Gaussian only): only the eigenpairs within 12 η of the energies
+  (``scipy.linalg.eigh(subset_by_value=…)``); the Gaussian weight of a level farther away is
+  below :math:`e^{-72}` of the peak. (A Lorentzian's tails are long: a window would change it.)
+* ``auto`` (default): ``eigh`` for small cells (N ≤ 64, batched) and at time-reversal-invariant k
+  (real gauge, already cheap); otherwise ``resolvent`` for a Lorentzian at ≤ 2 energies and
+  ``window`` for a Gaussian, else ``eigh``.
+
+When the HF system has a C₃ reduction (:mod:`moireu.hf.symmetry`) and the solution keeps the
+rotation to rounding (checked, ``LDOS_SYM_TOL``), only one k-point per orbit of the LDOS mesh is solved (4 of the 11 points of the
+4 × 4 mesh) and the result is averaged over the group — the same LDOS.
+
+The range check (an energy outside the computed spectrum is an input error) uses the exact band
+extremes: from the eigenvalues where a full spectrum was computed and, only when those do not
+already bracket every energy, from ``eigvalsh`` of the remaining Hamiltonians.
 """
 
 from __future__ import annotations
@@ -181,10 +205,112 @@ def check_energies_in_spectrum(energies: np.ndarray, eigvals: np.ndarray, fermi_
             raise InputError(f"energy {E:.6g} eV is outside the computed spectrum [{lo:.6g}, {hi:.6g}] eV")
 
 
+SOLVERS = ("auto", "eigh", "resolvent", "window")
+#: a Lorentzian LDOS at up to this many energies is computed from the resolvent (``auto``)
+RESOLVENT_MAX_ENERGIES = 2
+#: ``window``: eigenpairs within this many η of the energies (Gaussian weight beyond: < e^{-72})
+WINDOW_ETAS = 12.0
+_SMALL = 64  # at or below this size ``auto`` uses the batched full eigensolver
+
+
+def _check_solver(solver: str, kind: str) -> None:
+    if solver not in SOLVERS:
+        raise InputError(f"unknown LDOS solver {solver!r}; allowed: {', '.join(SOLVERS)}")
+    if solver == "resolvent" and kind != "lorentzian":
+        raise InputError("the resolvent LDOS solver is exact for the Lorentzian broadening only")
+    if solver == "window" and kind != "gaussian":
+        raise InputError("the window LDOS solver is exact for the Gaussian broadening only (a Lorentzian's "
+                         "tails reach every level)")
+
+
+def _diag_inverse(A: np.ndarray) -> np.ndarray:
+    """diag(A⁻¹) of a square complex matrix: A = P L U → A⁻¹ = U⁻¹ L⁻¹ Pᵀ (A is overwritten)."""
+    from scipy.linalg import lapack
+
+    n = A.shape[0]
+    lu, piv, info = lapack.zgetrf(A, overwrite_a=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"zgetrf failed (info {info})")
+    Linv, i1 = lapack.ztrtri(lu, lower=1, unitdiag=1)
+    Uinv, i2 = lapack.ztrtri(lu, lower=0, unitdiag=0, overwrite_c=True)
+    if i1 != 0 or i2 != 0:
+        raise np.linalg.LinAlgError(f"ztrtri failed (info {i1}, {i2})")
+    perm = np.arange(n)  # rows of A in the order of L U: A[perm] = L U
+    for i, p in enumerate(piv):
+        perm[i], perm[p] = perm[p], perm[i]
+    inv = np.empty(n, int)
+    inv[perm] = np.arange(n)
+    # diag_i = Σ_k U⁻¹[i, k] (L⁻¹ Pr)[k, i] over k ≥ i (U⁻¹ upper), L⁻¹ unit lower (ztrtri leaves
+    # the upper part of its input in place: masked here)
+    Lp = np.tril(Linv, -1)
+    Lp[np.diag_indices(n)] = 1.0
+    return np.einsum("ik,ki->i", np.triu(Uinv), Lp[:, inv])
+
+
+def ldos_of_hamiltonian(H: np.ndarray, energies: np.ndarray, eta: float, kind: str = "lorentzian",
+                        solver: str = "eigh", real: bool = False) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Per-atom LDOS (nE, N) of one Hermitian Bloch Hamiltonian (no k weight), and its band extremes.
+
+    Parameters
+    ----------
+    H : (N, N) Hermitian (not modified)
+    energies : (nE,) absolute energies (eV)
+    eta, kind : broadening
+    solver : "eigh", "resolvent" (Lorentzian) or "window" (Gaussian); see the module docstring
+    real : H is real symmetric (time-reversal-invariant k): ``eigh`` in the real gauge
+
+    Returns
+    -------
+    (LDOS (nE, N), (E_min, E_max) or None) — the extremes only when the full spectrum was computed.
+    """
+    import scipy.linalg as sl
+
+    _check_eta_kind(eta, kind)
+    _check_solver(solver, kind)
+    E = np.atleast_1d(np.asarray(energies, dtype=float))
+    N = H.shape[0]
+    if solver == "resolvent":
+        out = np.empty((E.size, N))
+        for j, e in enumerate(E):
+            A = np.array(H, dtype=complex, order="F")  # a copy, Fortran order for LAPACK
+            A *= -1.0
+            A[np.diag_indices(N)] += e + 1j * eta
+            out[j] = -_diag_inverse(A).imag / np.pi
+        return out, None
+    Hc = np.array(H.real if real else H, order="F")  # a copy: LAPACK overwrites it
+    if solver == "window":
+        lo, hi = float(E.min()) - WINDOW_ETAS * eta, float(E.max()) + WINDOW_ETAS * eta
+        try:
+            ev, V = sl.eigh(Hc, driver="evr", subset_by_value=(lo, hi), overwrite_a=True, check_finite=False)
+        except ValueError:  # no eigenvalue in the window (a scipy version that refuses the empty subset)
+            return np.zeros((E.size, N)), None
+        rng = None
+    else:
+        ev, V = sl.eigh(Hc, driver="evr", overwrite_a=True, check_finite=False)
+        rng = (float(ev[0]), float(ev[-1]))
+    if ev.size == 0:
+        return np.zeros((E.size, N)), rng
+    d = broadening(E[:, None] - ev[None, :], eta, kind)  # (nE, m)
+    prob = V.real ** 2 + (V.imag ** 2 if np.iscomplexobj(V) else 0.0)  # (N, m)
+    return d @ prob.T, rng
+
+
+def _auto_solver(n_orb: int, real: bool, kind: str, n_energies: int) -> str:
+    if n_orb <= _SMALL or real:
+        return "eigh"
+    if kind == "lorentzian":
+        return "resolvent" if n_energies <= RESOLVENT_MAX_ENERGIES else "eigh"
+    return "window"
+
+
+def _is_trim(k: np.ndarray) -> bool:
+    return bool(np.all(np.abs(2.0 * k - np.round(2.0 * k)) < 1e-12))
+
+
 def ldos_at(system: Any, res: Any, energies: Iterable[float] | None = None, *,
             biases: Iterable[float] | None = None, eta: float = 0.004, kind: str = "lorentzian",
             kmesh: tuple[int, int] = (4, 4), per_spin: bool = False, chunk: int = 4,
-            allow_unconverged: bool = False, progress: bool = False) -> np.ndarray:
+            allow_unconverged: bool = False, progress: bool = False, solver: str = "auto") -> np.ndarray:
     """LDOS of a Hartree–Fock solution on a Monkhorst–Pack mesh at absolute energies or biases.
 
     Parameters
@@ -209,6 +335,8 @@ def ldos_at(system: Any, res: Any, energies: Iterable[float] | None = None, *,
         Accept a result whose SCF did not converge.
     progress : bool
         Show a progress bar on stderr.
+    solver : "auto", "eigh", "resolvent" or "window" (module docstring; all exact). Systems that
+        provide only ``spectrum`` (no ``potential_of``/``bloch``) always use the full spectrum.
 
     Raises
     ------
@@ -226,8 +354,13 @@ def ldos_at(system: Any, res: Any, energies: Iterable[float] | None = None, *,
     E = np.atleast_1d(np.asarray(list(energies) if energies is not None else
                                  [ef + b for b in biases], dtype=float))  # type: ignore[union-attr]
     _check_eta_kind(eta, kind)
+    _check_solver(solver, kind)
     model = system.model
     kf, w = make_kmesh(model, tuple(kmesh))
+    if hasattr(system, "potential_of") and hasattr(system, "bloch") and not (
+            solver == "auto" and int(model.n_orb) <= _SMALL):
+        out = _ldos_per_hamiltonian(system, res, kf, w, E, eta, kind, solver, ef, progress)
+        return out if per_spin else out.sum(axis=1)
     acc: np.ndarray | None = None
     emin, emax = np.inf, -np.inf
     starts = range(0, len(kf), max(1, int(chunk)))
@@ -246,3 +379,51 @@ def ldos_at(system: Any, res: Any, energies: Iterable[float] | None = None, *,
     assert acc is not None
     check_energies_in_spectrum(E, np.array([emin, emax]), fermi_level=ef)
     return acc if per_spin else acc.sum(axis=1)
+
+
+def _ldos_per_hamiltonian(system: Any, res: Any, kf: np.ndarray, w: np.ndarray, E: np.ndarray, eta: float,
+                          kind: str, solver: str, ef: float, progress: bool) -> np.ndarray:
+    """LDOS (nE, 2, N) of an HF solution, one H_σ(k) at a time with the chosen solver."""
+    pot = system.potential_of(res)
+    N = int(system.model.n_orb)
+    acc = np.zeros((E.size, 2, N))
+    emin, emax = np.inf, -np.inf
+    unchecked: list[tuple[np.ndarray, int]] = []  # (k, spin) whose extremes were not computed
+    # C₃ (moireu.hf.symmetry): one k per orbit when the model, the mesh and this state keep the rotation
+    c3 = getattr(system, "c3", None)
+    orbits = None
+    if c3 is not None:
+        from moireu.hf.symmetry import LDOS_SYM_TOL
+
+        orbits = c3.orbits(kf, w) if system.symmetric(pot, LDOS_SYM_TOL) else None
+    if orbits is not None:
+        kf, w = kf[orbits[0]], orbits[1]
+    items: Iterable[int] = range(len(kf))
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc="LDOS k-points", unit="k", leave=False)
+    for q in items:
+        k = kf[q]
+        real = _is_trim(k)
+        h0 = system.model.hk(k)
+        for s in range(2):
+            H = system.bloch(pot, k, s, h0)
+            how = _auto_solver(N, real, kind, E.size) if solver == "auto" else solver
+            L, rng = ldos_of_hamiltonian(H, E, eta, kind, how, real=real)
+            acc[:, s, :] += w[q] * L
+            if rng is None:
+                unchecked.append((k, s))
+            else:
+                emin, emax = min(emin, rng[0]), max(emax, rng[1])
+    if unchecked and not (emin <= float(E.min()) and float(E.max()) <= emax):
+        import scipy.linalg as sl
+
+        for k, s in unchecked:  # exact extremes only when the computed ones do not bracket E
+            ev = sl.eigh(system.bloch(pot, k, s), eigvals_only=True, driver="evr", overwrite_a=True,
+                         check_finite=False)
+            emin, emax = min(emin, float(ev[0])), max(emax, float(ev[-1]))
+    check_energies_in_spectrum(E, np.array([emin, emax]), fermi_level=ef)
+    if orbits is not None:  # the images' contributions: the group average over the sites
+        acc = c3.average_sites(acc)
+    return acc
