@@ -704,7 +704,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
                "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
                "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
-               "epochs_run": [len(m["history"]) for m in info["members"]]}
+               "epochs_run": [len(m["history"]) for m in info["members"]], "skip_ridge": info.get("skip_ridge")}
     summary = json_safe(summary)  # a conformal q of +inf (too few calibration images) is written as null
     write_json_atomic(out / "train.json", summary)
     (out / "last.pt").unlink(missing_ok=True)
