@@ -200,7 +200,8 @@ def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1
 def select_ridge_alpha(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, alpha: float,
                        noise_var: torch.Tensor | None = None, decades: int = 6) -> tuple[float, list[dict[str, float]]]:
     """The ridge penalty of the grid ``alpha · 10^j`` (j = 0 … ``decades``) with the smallest
-    validation MAE (:func:`ridge_readout` fitted on ``x, y``, scored on ``x_val, y_val``).
+    validation MAE (:func:`ridge_readout` fitted on ``x, y``, scored on ``x_val, y_val``; in the units of
+    the targets given, i.e. standardised U during training).
 
     With more pixels than training images the ridge interpolates its training set for any small α,
     which leaves the network nothing to learn (zero training residual) and memorises acquisition
