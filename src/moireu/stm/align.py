@@ -34,7 +34,7 @@ Every image — simulated for training or read from a user's file — goes throu
    in the training frame: then every map has the same k resolution (the peaks' shape no longer
    depends on the field of view, which otherwise dominates the image-to-image variation of
    simulated acquisitions: the moiré-peak pixels correlate at 0.98 with the pixel size), and a
-   larger map is covered by windows on a grid of step R whose squared amplitudes are averaged
+   larger map is covered by overlapping windows (step ¼ R) whose squared amplitudes are averaged
    (Welch), lowering the noise without changing the expected image.
 
 Quality ∈ [0, 1]: the smaller of the moiré peaks' contrast score (median peak / median of the
@@ -326,8 +326,9 @@ def window_tiles(m: MapData, t: ImageTransform, smin: float = 1.0) -> tuple[floa
     Without ``t.window_radius`` one window: the disc inscribed in the frame, centred. With it, the
     centres are spread evenly over the part of the frame where a whole window fits, ``1 + ⌊2a/s⌋``
     per axis for a span ``2a`` and a step ``s = WINDOW_STEP · R / smin`` (so neighbours are between
-    ``s`` and ``2s`` apart; at most ``MAX_WINDOWS_AXIS`` per axis: a large map takes a coarser step) (``smin``: the smallest singular value of the map → training
-    frame matrix, so that a disc of radius R in the training frame stays inside the map).
+    ``s`` and ``2s`` apart; at most ``MAX_WINDOWS_AXIS`` per axis: a large map takes a coarser step).
+    ``smin`` is the smallest singular value of the map → training frame matrix, so that a disc of
+    radius R in the training frame stays inside the map.
 
     Raises
     ------
