@@ -223,6 +223,12 @@ class TrainConfig(_Section):
     pretrained_weights: str | None = Field(None, description="torchvision-format resnet18 state dict (.pth) "
                                            "loaded before training (conv1 from the RGB mean; resnet18 variants)")
 
+    @property
+    def split_fractions(self) -> tuple[float, float, float, float]:
+        """(train, val, cal, test) fractions of the variation ids (train takes what the others leave)."""
+        return (1.0 - self.val_fraction - self.cal_fraction - self.test_fraction, self.val_fraction,
+                self.cal_fraction, self.test_fraction)
+
     @field_validator("model")
     @classmethod
     def _registered(cls, v: str) -> str:

@@ -38,15 +38,16 @@ def split_indices(data: AnalysisData, seed: int, fractions: tuple[float, float, 
                   ) -> dict[str, np.ndarray]:
     """Store indices of train/val/cal/test and of the untouched ``heldout`` samples, when no trained
     model recorded its split: the ML stage's leak-free split by variation group
-    (:func:`moireu.ml.data.split_indices`, same seed, ``train.*_fraction`` defaults), or for a store
+    (:func:`moireu.ml.data.split_indices`, same seed, the ``train.*_fraction`` defaults), or for a store
     without variation ids the stratified 60/20/20 split by image."""
+    from moireu.config import TrainConfig
     from moireu.ml.data import split_indices as ml_split
     from moireu.ml.data import stratified_split
 
     grid = np.flatnonzero(data.grid)
     held = np.flatnonzero(data.heldout)
     if data.variation is not None:
-        fr = fractions or (0.55, 0.15, 0.15, 0.15)
+        fr = fractions or TrainConfig().split_fractions
         parts = ml_split("variation", grid.size, data.variation[grid], seed=seed, fractions=fr)
         return {k: grid[v] for k, v in parts.items()} | {"heldout": held}
     tr, va, te = stratified_split(data.U[grid], (0.6, 0.2, 0.2), seed=seed)

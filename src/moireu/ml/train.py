@@ -16,7 +16,8 @@ global standardisation (training-split statistics), targets standardised
 ``ensemble`` members whose spread feeds split-conformal intervals (:mod:`moireu.ml.uncertainty`).
 For the CNN, ``ours`` adds a "wide & deep" linear read-out of the input pixels whose weights are the
 closed-form ridge solution on per-pixel standardised training inputs (:func:`ridge_readout`; the
-penalty is chosen on the validation split from ``skip_ridge_alpha · 10^0…6``, :func:`select_ridge_alpha`), frozen; the network starts at the ridge prediction and its convolutional
+penalty is chosen on the validation split from ``skip_ridge_alpha · 10^0…6``,
+:func:`select_ridge_alpha`), frozen; the network starts at the ridge prediction and its convolutional
 path learns the residual. With an ``augment`` profile the read-out is regularised by the per-pixel
 variance the corruptions add (the closed-form expectation over corruptions, :func:`ridge_readout`).
 Measured on the demo store: U is carried by the intensity at fixed wave
@@ -684,8 +685,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     ds = open_dataset(data)
     grid = load_split(ds, "grid")
-    fr = (1.0 - tc.val_fraction - tc.cal_fraction - tc.test_fraction, tc.val_fraction, tc.cal_fraction,
-          tc.test_fraction)
+    fr = tc.split_fractions
     if fr[0] <= 0:
         raise InputError(f"train.val_fraction + cal_fraction + test_fraction = {1 - fr[0]:g} leaves nothing to train on")
     mode = "paper" if recipe.split == "paper" else tc.split
@@ -705,7 +705,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
                "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
                "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
-               "epochs_run": [len(m["history"]) for m in info["members"]], "skip_ridge": info.get("skip_ridge")}
+               "epochs_run": [len(m["history"]) for m in info["members"]], "skip_ridge": info["skip_ridge"]}
     summary = json_safe(summary)  # a conformal q of +inf (too few calibration images) is written as null
     write_json_atomic(out / "train.json", summary)
     (out / "last.pt").unlink(missing_ok=True)

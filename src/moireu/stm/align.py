@@ -397,10 +397,8 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
             pts.append(r[idx])
             vals.append((vi - float((w * vi).sum() / w.sum())) * w)
             norms.append(float(w.sum()))
-        meta |= {"window_radius": radius, "n_windows": len(centres)}
-        one = len(centres) == 1
-        img = ftldos(pts[0] if one else pts, vals[0] if one else vals, transform=t, subtract_mean=False,
-                     n_norm=norms[0] if one else np.asarray(norms),
+        meta["window_radius"] = radius
+        img = ftldos(pts, vals, transform=t, subtract_mean=False, n_norm=np.asarray(norms),
                      attrs=meta | {f"align_{k}": val for k, val in info.to_dict().items()
                                    if k not in ("matrix", "scale")} | dict(attrs or {}))
     else:

@@ -118,7 +118,8 @@ class ImageTransform:
         cannot resolve moiré satellites.
     apodize : {"none", "hann"}
         Window applied to a real-space map before its transform (:mod:`moireu.stm.align`): a radial
-        Hann window :math:`\\cos^2(\\pi\\rho/2R)` on the inscribed disc of the frame.
+        Hann window :math:`\\cos^2(\\pi\\rho/2R)` on the inscribed disc of the frame, or of radius
+        ``window_radius``.
     window_radius : float or None
         Radius R (Å, training frame) of the Hann window when fixed (``None``: the inscribed disc of
         each map). A fixed R gives every map the same k resolution, so the FT peaks have one shape
@@ -400,8 +401,9 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
     else:
         segs = [_check_points(xy, w)]
     segs = [(a, np.asarray(b, dtype=float)) for a, b in segs]
-    segs = [(a, b - b.mean() if t.subtract_mean else b) for a, b in segs]
     n_pts = sum(a.shape[0] for a, _ in segs)
+    mean_weight = float(np.concatenate([b for _, b in segs]).mean())
+    segs = [(a, b - b.mean() if t.subtract_mean else b) for a, b in segs]
     norms = np.broadcast_to(np.asarray(n_pts if n_norm is None else n_norm, dtype=float), (len(segs),))
     if len(segs) == 1:
         F = ft_grid(*segs[0], t.n_pixels, t.window, eps=t.eps)
@@ -419,7 +421,7 @@ def ftldos(xy: np.ndarray, w: np.ndarray, n: int | None = None, window: FTWindow
         "n_pixels": t.n_pixels, "kx_max": t.window.kx_max, "ky_max": t.window.ky_max,
         "subtract_mean": int(t.subtract_mean), "log": int(t.log), "normalize": t.normalize,
         "amplitude_scale": t.amplitude_scale, "finufft_eps": t.eps, "n_points": int(n_pts),
-        "mean_weight": float(np.mean(np.concatenate([b for _, b in segs]))), "n_windows": len(segs),
+        "mean_weight": mean_weight, "n_windows": len(segs),
         "image_transform": t.to_json(),
     } | stats
     for key, v in (attrs or {}).items():
