@@ -66,23 +66,6 @@ def test_adaptive_mixer_linear_start_then_restart_from_best():
     assert m.restarts == 2 and m.mixer.weight == pytest.approx(0.1)
 
 
-@pytest.mark.slow
-def test_paper_preset_cold_U4_converges_within_40_iterations():
-    """The slow HF test (≈ 2–4 min on 2 idle cores): `moireu scf --preset paper --set hf.U=4.0` cold."""
-    from moireu.config import load_config
-    from moireu.hf.driver import solve_kwargs, system_from_config
-
-    cfg = load_config("paper", None, ["hf.U=4.0"])
-    system = system_from_config(cfg)
-    kw = solve_kwargs(cfg)
-    kw["max_iter"] = 40
-    res = system.solve(**kw)
-    print(f"\ncold U = 4 paper preset: {res.iterations} iterations, restarts {res.meta['options']['restarts']}, "
-          f"max moment {res.max_moment:.4f}, {res.seconds:.0f} s")
-    assert res.converged and res.iterations <= 40
-    assert abs(res.charge.sum() - system.n_orb) < 1e-8
-
-
 @pytest.mark.parametrize("U", [0.0, 6.0])
 def test_demo_preset_cold_solves_converge_quickly(U):
     """Cold AF-seeded demo-preset solves (i = 7) at both ends of the U grid converge in ≤ 40 iterations.

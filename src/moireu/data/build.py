@@ -59,10 +59,32 @@ class BuildError(RuntimeError):
 # tasks (run on dask workers; they never raise: a failure is a returned status)
 
 
+def _local_io(task: Any) -> Any:
+    """Run a worker task with dask's synchronous scheduler as the default.
+
+    xarray picks its file lock from the active dask scheduler: inside a worker that is the cluster,
+    so a NetCDF write would hold a *distributed* lock (and open a worker client for it). A task
+    interrupted mid-write (Ctrl-C, a lost scheduler) then leaves a file manager whose ``__del__``
+    tries to release that lock over a closed connection and prints a traceback at exit. The task's
+    I/O is local to one file, so a process-local lock is the right one.
+    """
+    import functools
+
+    @functools.wraps(task)
+    def run(*args: Any, **kw: Any) -> Any:
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            return task(*args, **kw)
+
+    return run
+
+
 def _point_info(point: SolvePoint) -> dict[str, Any]:
     return {"key": point.key, "split": point.split, "U": point.U, "filling": point.filling}
 
 
+@_local_io
 def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
                warm_point: SolvePoint | None, _after: Any = None,
                warm_prior: SolvePoint | None = None) -> dict[str, Any]:
@@ -139,6 +161,7 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     return record
 
 
+@_local_io
 def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
                 specs: Sequence[ImageSpec], solve_record: dict[str, Any]) -> dict[str, Any]:
     """Render and commit every image of ``point``; returns ``{"status", "n", ...}``."""
@@ -274,9 +297,10 @@ def dask_client(scheduler: str | None = None, n_workers: int = 0, processes: boo
 def dask_setup(worker: Any) -> None:
     """Worker preload of the LocalCluster's processes: a worker torn down by Ctrl-C stays quiet.
 
-    The client side reports the interruption in one line; the only noise left from a worker is the
-    ``Client.__del__`` of its (xarray I/O lock) client after the worker's event loop has closed,
-    which this filter drops. Every other unraisable exception is still printed.
+    The client side reports the interruption in one line. Tasks do their I/O under a local
+    scheduler (:func:`_local_io`), so a worker should open no client of its own; should one still be
+    collected after the worker's event loop closed, its ``Client.__del__`` noise is dropped by this
+    filter. Every other unraisable exception is still printed.
     """
     default = sys.unraisablehook
 
