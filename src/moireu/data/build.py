@@ -24,6 +24,7 @@ Flow of :func:`build_dataset` (under the store's build lock, :func:`moireu.data.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -68,7 +69,6 @@ def _local_io(task: Any) -> Any:
     tries to release that lock over a closed connection and prints a traceback at exit. The task's
     I/O is local to one file, so a process-local lock is the right one.
     """
-    import functools
 
     @functools.wraps(task)
     def run(*args: Any, **kw: Any) -> Any:
