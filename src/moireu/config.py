@@ -173,6 +173,10 @@ class DatasetConfig(_Section):
     retry: bool = True
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
+    ground_state: tuple[str, ...] = Field(("warm", "seed", "nonmagnetic"), description="HF starts solved at every "
+                                          "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES); "
+                                          "['warm'] alone follows the warm-start chain (path-dependent where two "
+                                          "states coexist)")
 
     @field_validator("U_values")
     @classmethod
@@ -185,6 +189,16 @@ class DatasetConfig(_Section):
         if min(v) < 0:
             raise ValueError(f"U must be ≥ 0, got {min(v)}")
         return tuple(sorted(v))
+
+    @field_validator("ground_state")
+    @classmethod
+    def _ground(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from moireu.hf.ground import CANDIDATES
+
+        bad = [c for c in v if c not in CANDIDATES]
+        if bad or not v or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct names from {list(CANDIDATES)}, got {list(v)}")
+        return v
 
 
 class TrainConfig(_Section):

@@ -40,6 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from moireu.errors import InputError
+from moireu.hf.ground import CANDIDATES
 
 #: U is rounded to 1 µeV wherever it is compared or used as a key
 U_DECIMALS = 6
@@ -53,6 +54,11 @@ HF_ORDER_PARAMETERS = ("max_moment", "staggered_moment", "charge_spread", "total
 #: every HF quantity a solve record carries into the store (record key → store variable)
 HF_FIELDS = {"converged": "hf_converged", "iterations": "hf_iterations"} | {
     k: f"hf_{k}" for k in HF_ORDER_PARAMETERS}
+#: ground-state selection of a solve record (record key → store variable; group ``ground``, optional:
+#: stores built before it, and backends that do not select, lack it)
+HF_GROUND_FIELDS = {"branch": "hf_branch", "energy_margin": "hf_energy_margin"}
+#: candidate start (:data:`moireu.hf.ground.CANDIDATES`) → stored ``hf_branch`` code (−1: not recorded)
+BRANCH_CODES = {name: i for i, name in enumerate(CANDIDATES)}
 #: per-image acquisition columns of the measurement model (contract A)
 SCAN_COLUMNS = ("scan_origin_x", "scan_origin_y", "scan_rotation_deg", "scan_pixel_size", "scan_tip_height",
                 "scan_scale_x", "scan_scale_y", "scan_heterostrain", "scan_twist_delta_deg", "scan_noise_white",
@@ -103,6 +109,11 @@ VARIABLES: dict[str, Var] = _vars(
     Var("hf_charge_spread", _S, "float64", "1", "spread (max − min) of the on-site charge"),
     Var("hf_total_energy", _S, "float64", "eV", "HF total energy per moiré cell"),
     Var("hf_gap", _S, "float64", "eV", "mean-field gap at E_F on the HF k-mesh"),
+    # ground-state selection (moireu.hf.ground)
+    Var("hf_branch", _S, "int8", "1", "candidate start the kept HF solution came from: "
+        + ", ".join(f"{c} {n}" for n, c in BRANCH_CODES.items()) + ", -1 not recorded", "ground"),
+    Var("hf_energy_margin", _S, "float64", "eV", "energy per moiré cell from the kept HF solution to the next-lowest "
+        "distinct converged candidate (NaN: one state found)", "ground"),
     Var("point_U", ("point",), "float64", "eV", "Hubbard U of the solve point"),
     Var("point_filling", ("point",), "float64", "1", "filling ν of the solve point"),
     Var("point_split", ("point",), "int8", "1", "split code of the solve point (as split)"),
@@ -182,6 +193,8 @@ def var_attrs(name: str) -> dict[str, Any]:
     a: dict[str, Any] = {"units": v.units, "long_name": v.long_name}
     if name in ("split", "point_split"):
         a |= {"flag_values": list(SPLIT_CODES.values()), "flag_meanings": " ".join(SPLIT_CODES)}
+    elif name == "hf_branch":
+        a |= {"flag_values": [-1, *BRANCH_CODES.values()], "flag_meanings": " ".join(["unrecorded", *BRANCH_CODES])}
     return a
 
 

@@ -136,6 +136,7 @@ def samples_from_parts(parts: list[tuple[Any, dict[str, Any], dict[str, Any]]]) 
         row |= {k: np.asarray(part[k]) for k in ("bias", "variation")}
         row |= {k: np.asarray(part[k], float) for k in (*sc.SCAN_COLUMNS, *sc.LEGACY_COLUMNS) if k in part}
         row |= {sk: np.full(n, rec[rk]) for rk, sk in HF_FIELDS.items()}
+        row |= {sk: np.full(n, rec[rk]) for rk, sk in sc.HF_GROUND_FIELDS.items() if rk in rec}
         _append_row(cols, row, n)
     return {k: np.concatenate(v) for k, v in cols.items()}
 
@@ -145,12 +146,17 @@ def _append_row(cols: dict[str, list[np.ndarray]], row: dict[str, np.ndarray], n
     n_before = sum(len(x) for x in next(iter(cols.values()))) if cols else 0
     for k in set(cols) | set(row):
         if k not in row:
-            row[k] = np.full(n, np.nan)
+            row[k] = np.full(n, _missing(k))
         if k not in cols:
             if sc.VARIABLES[k].group == "core" and n_before:
                 raise ValueError(f"store column {k!r} is missing in part of the samples")
-            cols[k] = [np.full(n_before, np.nan)] if n_before else []
+            cols[k] = [np.full(n_before, _missing(k))] if n_before else []
         cols[k].append(row[k])
+
+
+def _missing(name: str) -> float:
+    """Value of a non-core column for samples that lack it: NaN, or −1 for an integer code."""
+    return -1 if sc.VARIABLES[name].np_dtype.kind == "i" else np.nan
 
 
 def concat_columns(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two m
     run one Hartree–Fock solve for ``point`` (warm-starting from ``warm`` when given: the result
     files of the converged chain predecessors, oldest first, at most two — with two the start is
     their linear extrapolation in U), write the result to the path ``out`` and return its summary
-    (keys in :data:`SUMMARY_KEYS`);
+    (keys in :data:`SUMMARY_KEYS`, plus ``branch`` and ``energy_margin`` when it selects among
+    several starts: :data:`moireu.data.schema.HF_GROUND_FIELDS`);
 ``render(cfg, point, result, specs) -> Rendered``
     load the result file and return the images of ``specs``: one fresh simulated acquisition per
     image (:mod:`moireu.stm.measure`), aligned to the training frame (:mod:`moireu.stm.align`),
@@ -127,19 +128,24 @@ class PhysicsBackend:
 
     def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | Path | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+        from moireu.data.schema import BRANCH_CODES
         from moireu.hf import HFResult
         from moireu.hf.driver import solve_kwargs
+        from moireu.hf.ground import ground_state
 
         system = self.system(cfg)
         paths = [] if warm is None else [warm] if isinstance(warm, (str, Path)) else list(warm)
         with _IO_LOCK:
             # two converged predecessors: the solve starts from their extrapolation in U (run_scf)
             warm_res = [HFResult.load(w, system=system) for w in paths] or None
-        res = system.solve(**solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res,
-                                          **hf_overrides))
+        # the lowest-energy solution over the configured candidate starts (moireu.hf.ground): the
+        # state of a point does not depend on the chain it was solved in
+        res = ground_state(system.solve, candidates=cfg.dataset.ground_state,
+                           **solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res, **hf_overrides))
         with _IO_LOCK:
             res.save(out)  # atomic (temporary sibling + rename)
         summ = res.summary()
+        gs = res.meta["ground_state"]
         return {
             "converged": bool(res.converged),
             "iterations": int(res.iterations),
@@ -150,6 +156,8 @@ class PhysicsBackend:
             "charge_spread": float(summ["charge_spread"]),
             "total_energy": float(res.total_energy),
             "gap": float(res.gap),
+            "branch": BRANCH_CODES[gs["branch"]],
+            "energy_margin": float(gs["energy_margin"]),
         }
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
