@@ -14,6 +14,7 @@ import pytest
 
 from moireu.config import config_from_json, load_config
 from moireu.data import open_store
+from moireu.data import schema as sc
 from moireu.data.workdir import work_dir_for
 
 SETS = ["dataset.refine=0", "lattice.index=1", "dataset.U_values=[0.0, 5.0]", "dataset.heldout=4", "dataset.n_offsets=2",
@@ -83,6 +84,11 @@ def test_build_kill_resume_reopen(tmp_path):
     assert bool(ds["hf_converged"].all())
     u0 = ds["U"].values == 0.0
     assert np.all(ds["hf_max_moment"].values[u0] < 1e-6)  # no moment without interaction
+    # ground-state selection recorded per sample: the candidate kept and the gap to the next state
+    assert set(np.unique(ds["hf_branch"].values)) <= set(sc.BRANCH_CODES.values())
+    assert ds["hf_branch"].attrs["flag_meanings"].split()[1:] == list(sc.BRANCH_CODES)
+    margin = ds["hf_energy_margin"].values
+    assert np.all(np.isnan(margin) | (margin >= 0))
     held = ds["U"].values[ds["split"].values == "heldout"]
     assert len(np.unique(held)) == 4 and np.all((held > 0) & (held < 5))
     # same U, same bias → variations are different acquisitions of the same solution

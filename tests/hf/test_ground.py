@@ -7,7 +7,7 @@ import pytest
 
 from moireu.errors import InputError
 from moireu.hf import CoulombParams, HFSystem
-from moireu.hf.ground import CANDIDATES, ground_state, spin_average
+from moireu.hf.ground import CANDIDATES, ground_state, nonmagnetic_anchor, spin_average
 from moireu.lattice import build_graphene
 
 T = 2.7
@@ -62,3 +62,14 @@ def test_bad_candidates(honeycomb):
         ground_state(honeycomb.solve, candidates=("warm", "lowest"), U=1.0)
     with pytest.raises(InputError, match="no start"):
         ground_state(honeycomb.solve, candidates=("nonmagnetic",), U=1.0)
+
+
+def test_nonmagnetic_candidate_from_the_anchor(honeycomb):
+    s, U = honeycomb, 3.0 * T
+    anchor = nonmagnetic_anchor(s.solve, init="afm", **KW)
+    assert anchor.U == 0.0 and anchor.max_moment == 0.0 and anchor.converged
+    g = ground_state(s.solve, U=U, init="afm", nonmagnetic_start=anchor, **KW)
+    gs = g.meta["ground_state"]
+    assert gs["branch"] == "seed" and g.staggered_moment > 0.3
+    assert gs["candidates"]["nonmagnetic"]["converged"] and gs["candidates"]["nonmagnetic"]["max_moment"] == 0.0
+    assert gs["energy_margin"] > 0.05

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -698,7 +699,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                 report.solves_run += 1
                 report.solves_retried += bool(res.get("retried") or len(res.get("attempts", [])) > 1)
                 msg = (f"solve {p.key}: {res['status']}" +
-                       (f", {res['iterations']} it, max moment {res['max_moment']:.3f}"
+                       (f", {res['iterations']} it, max moment {res['max_moment']:.3f}{_branch_text(res)}"
                         if res["status"] != "failed" else f" ({res.get('error')})"))
                 bar.solve_done(msg, res["status"] != "ok", failed=res["status"] == "failed")
             else:
@@ -707,6 +708,15 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                 report.images_run += res.get("n", 0) if ok else 0
                 bar.images_done(len(plan.specs), f"render {p.key}: {res['status']}"
                                 + ("" if ok else f" ({res.get('error', 'no solution')})"), not ok, failed=not ok)
+
+
+def _branch_text(rec: dict[str, Any]) -> str:
+    """``, branch seed (next state +4.0 meV)`` of a record with a ground-state selection, else ``""``."""
+    if "branch" not in rec:
+        return ""
+    name = {c: n for n, c in sc.BRANCH_CODES.items()}.get(rec["branch"], "?")
+    m = rec.get("energy_margin", math.nan)
+    return f", branch {name}" + (f" (next state +{1e3 * m:.1f} meV)" if math.isfinite(m) else "")
 
 
 def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path,

@@ -22,7 +22,8 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
 
     Returns a JSON-serialisable dict with keys ``path``, ``samples``, ``image_shape``, ``kx_range``,
     ``ky_range``, ``splits`` ({split: n}), ``per_U`` (list of {split, U, filling, images,
-    hf_converged, hf_iterations, hf_max_moment, hf_staggered_moment, hf_gap}), ``fillings``,
+    hf_converged, hf_iterations, hf_max_moment, hf_staggered_moment, hf_gap, and hf_branch,
+    hf_energy_margin where the store records them}), ``fillings``,
     ``biases``, ``variations``, ``unconverged_samples``, ``failures``, ``config``,
     ``image_transform``, ``moireu_version``, ``git_commit``, ``created``, ``history``.
     """
@@ -37,7 +38,8 @@ def dataset_info(path: str | os.PathLike) -> dict[str, Any]:
     for (s, u, f), idx in sorted(per.items(), key=lambda kv: ({"grid": 0}.get(kv[0][0], 1), kv[0][1], kv[0][2])):
         i = idx[0]
         rows.append({"split": s, "U": float(u), "filling": float(f), "images": len(idx)}
-                    | {v: meta[v].values[i].item() for v in sc.HF_FIELDS.values() if v in meta})
+                    | {v: meta[v].values[i].item() for v in (*sc.HF_FIELDS.values(), *sc.HF_GROUND_FIELDS.values())
+                       if v in meta})
     kx, ky = ds["kx"].values, ds["ky"].values
     return {
         "path": str(path),
@@ -80,11 +82,15 @@ def format_info(info: dict[str, Any]) -> str:
              f"per-atom LDOS: {info['ldos'] or 'not stored'}",
              "",
              f"  {'split':<8} {'U (eV)':>9} {'ν':>6} {'images':>6} {'conv':>5} {'iter':>5} "
-             f"{'max m':>7} {'stag m':>7} {'gap (eV)':>9}"]
+             f"{'max m':>7} {'stag m':>7} {'gap (eV)':>9} {'branch':>11} {'next (meV)':>10}"]
+    names = {c: n for n, c in sc.BRANCH_CODES.items()}
     for r in info["per_U"]:
+        margin = r.get("hf_energy_margin", float("nan"))
         lines.append(f"  {r['split']:<8} {r['U']:9.4f} {r['filling']:6.2f} {r['images']:6d} "
                      f"{'yes' if r['hf_converged'] else 'NO':>5} {r['hf_iterations']:5d} "
-                     f"{r['hf_max_moment']:7.4f} {r['hf_staggered_moment']:7.4f} {r['hf_gap']:9.5f}")
+                     f"{r['hf_max_moment']:7.4f} {r['hf_staggered_moment']:7.4f} {r['hf_gap']:9.5f} "
+                     f"{names.get(r.get('hf_branch', -1), '-'):>11} "
+                     f"{(f'{1e3 * margin:.1f}' if margin == margin else '-'):>10}")
     for f in info["failures"]:
         lines.append(f"  FAILED {f.get('key')} ({f.get('stage')}): {f.get('error')}")
     return "\n".join(lines)

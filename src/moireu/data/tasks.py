@@ -105,6 +105,7 @@ def replace_path(tmp: Path, final: Path) -> None:
 
 _CACHE: dict[str, Any] = {}
 _LOCK = threading.Lock()
+_ANCHOR_LOCK = threading.Lock()
 #: HDF5 (under netCDF4) is not thread-safe: serialise result I/O between threads of one worker
 _IO_LOCK = threading.RLock()
 
@@ -126,6 +127,19 @@ class PhysicsBackend:
                 _CACHE[key] = system_from_config(cfg)
             return _CACHE[key]
 
+    def nonmagnetic_anchor(self, cfg: MoireuConfig, filling: float) -> Any:
+        """The (cached) spin-averaged U = 0 solution at ``filling`` (:func:`moireu.hf.ground.nonmagnetic_anchor`):
+        solved once per worker process — the same deterministic solve on every worker."""
+        from moireu.hf.driver import solve_kwargs
+        from moireu.hf.ground import nonmagnetic_anchor
+
+        key = (cfg.fingerprint("lattice", "hf"), float(filling), "nonmagnetic")
+        system = self.system(cfg)
+        with _ANCHOR_LOCK:  # one solve per process, however many threads ask
+            if key not in _CACHE:
+                _CACHE[key] = nonmagnetic_anchor(system.solve, **solve_kwargs(cfg, filling=filling))
+            return _CACHE[key]
+
     def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | Path | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
         from moireu.data.schema import BRANCH_CODES
@@ -140,8 +154,9 @@ class PhysicsBackend:
             warm_res = [HFResult.load(w, system=system) for w in paths] or None
         # the lowest-energy solution over the configured candidate starts (moireu.hf.ground): the
         # state of a point does not depend on the chain it was solved in
-        res = ground_state(system.solve, candidates=cfg.dataset.ground_state,
-                           **solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res, **hf_overrides))
+        kw = solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=warm_res, **hf_overrides)
+        anchor = self.nonmagnetic_anchor(cfg, point.filling) if "nonmagnetic" in cfg.dataset.ground_state else None
+        res = ground_state(system.solve, candidates=cfg.dataset.ground_state, nonmagnetic_start=anchor, **kw)
         with _IO_LOCK:
             res.save(out)  # atomic (temporary sibling + rename)
         summ = res.summary()

@@ -10,6 +10,7 @@ import numpy as np
 
 from moireu.errors import InputError
 from moireu.hf.coulomb import CoulombParams
+from moireu.hf.ground import ground_state
 from moireu.hf.result import HFResult
 from moireu.hf.system import HFSystem
 
@@ -72,7 +73,7 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
     A point that does not converge is kept (flagged); the next one starts from the last converged
     point, extrapolated linearly in U from the last two converged points when there are two
     (:func:`moireu.hf.scf.run_scf`). The first point is solved from the configured seed pattern *and* from the paramagnetic
-    TB state, and the lower-energy converged solution is kept: the TB state is an exact solution
+    TB state, and the lower-energy converged solution is kept (:func:`moireu.hf.ground.ground_state`): the TB state is an exact solution
     at every U (the subtraction convention of :mod:`moireu.hf.system`) but, with exchange, not
     necessarily the ground state — at i = 7, U = 0 the seeded solve ends 55 meV per cell lower.
     Each warm-started point that inherits a non-magnetic state is probed with
@@ -85,11 +86,10 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
         kw = dict(kwargs, U=U, warm_start=chain[-2:] if chain else None)
         if save_dir is not None:
             kw["checkpoint"] = Path(save_dir) / f".U_{U:.4f}.ckpt.nc"
-        res = system.solve(progress=progress, **kw)
         if prev is None and kw.get("init", "afm") != "paramagnetic":
-            alt = system.solve(progress=progress, **dict(kw, init="paramagnetic", checkpoint=None))
-            if alt.converged and (not res.converged or alt.total_energy < res.total_energy):
-                res = alt
+            res = ground_state(system.solve, candidates=("seed", "reference"), progress=progress, **kw)
+        else:
+            res = system.solve(progress=progress, **kw)
         if save_dir is not None:
             res.save(Path(save_dir) / f"U_{U:.4f}.nc")
             Path(kw["checkpoint"]).unlink(missing_ok=True)
