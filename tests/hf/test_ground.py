@@ -73,3 +73,21 @@ def test_nonmagnetic_candidate_from_the_anchor(honeycomb):
     assert gs["branch"] == "seed" and g.staggered_moment > 0.3
     assert gs["candidates"]["nonmagnetic"]["converged"] and gs["candidates"]["nonmagnetic"]["max_moment"] == 0.0
     assert gs["energy_margin"] > 0.05
+
+
+def test_ferro_candidate_is_a_cold_ferromagnetic_start(honeycomb):
+    s, U = honeycomb, 3.0 * T
+    inits = []
+
+    def spy(**kw):
+        inits.append((kw["init"], kw["warm_start"] is None))
+        return s.solve(**kw)
+
+    g = ground_state(spy, candidates=("seed", "ferro"), U=U, init="afm", **KW)
+    assert inits == [("afm", True), ("ferro", True)]
+    ferro = g.meta["ground_state"]["candidates"]["ferro"]
+    # on the half-filled honeycomb lattice the Néel state is lower than whatever the ferromagnetic start reaches
+    assert g.meta["ground_state"]["branch"] == "seed" and ferro["total_energy"] > g.total_energy
+    inits.clear()
+    ground_state(spy, candidates=("seed", "ferro"), U=U, init="ferro", **KW)
+    assert inits == [("ferro", True)]  # the configured seed is already the ferromagnetic start
