@@ -27,11 +27,11 @@ predecessor's density matrix, so a sweep never starts from scratch at every poin
 proceed in parallel. The runs depend on the configuration only — never on the number of workers —
 so the data of a build are the same on any cluster (issue 13).
 
-A warm start alone would make a point's state depend on its chain where two mean-field states coexist
-(measured on the demo preset: a non-magnetic and a weakly magnetic state cross at U ≈ 1.2 eV, and
-stores built with different seeds, hence different chains, held different states at the same U).
-So every point is also solved from the cold seed and on the non-magnetic branch, and the lowest-energy
-solution is kept (``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start
+A warm start alone would make a point's state depend on its chain where several mean-field states
+coexist (measured on the demo preset: non-magnetic, antiferromagnetic, ferromagnetic and intermediate
+states within 20 meV per cell below U ≈ 4.5 eV, and stores built with different seeds, hence different
+chains, held different states at the same U). So every point is also solved from the cold seed, from a
+ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept (``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start
 won (``hf_branch``) and by how much (``hf_energy_margin``).
 """
 
