@@ -173,7 +173,8 @@ class DatasetConfig(_Section):
     retry: bool = True
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
-    ground_state: tuple[str, ...] = Field(("warm", "seed", "nonmagnetic", "ferro"), description="HF starts solved at every "
+    ground_state: tuple[str, ...] = Field(("warm", "seed", "nonmagnetic", "ferro"),
+                                          description="HF starts solved at every "
                                           "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES); "
                                           "['warm'] alone follows the warm-start chain (path-dependent where two "
                                           "states coexist)")

@@ -31,8 +31,9 @@ A warm start alone would make a point's state depend on its chain where several 
 coexist (measured on the demo preset: non-magnetic, antiferromagnetic, ferromagnetic and intermediate
 states within 20 meV per cell below U ≈ 4.5 eV, and stores built with different seeds, hence different
 chains, held different states at the same U). So every point is also solved from the cold seed, from a
-ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept (``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start
-won (``hf_branch``) and by how much (``hf_energy_margin``).
+ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept
+(``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start won (``hf_branch``)
+and by how much (``hf_energy_margin``).
 """
 
 from __future__ import annotations

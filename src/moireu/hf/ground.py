@@ -30,7 +30,8 @@ several initial conditions, e.g. sweeping up and down in U and keeping the lower
     the non-interacting (TB) density, an exact stationary point at every U in the subtraction
     convention of :mod:`moireu.hf.system` (usually a saddle once exchange is on);
 ``ferro``
-    a cold start from the ferromagnetic pattern (skipped when the configured seed is ``ferro``).
+    a cold start from the ferromagnetic pattern. A cold candidate whose pattern was already solved
+    (``seed`` with ``init = "ferro"`` or ``"paramagnetic"``) is skipped.
     Measured on the demo preset at U = 2.5 eV: the ferromagnetic start ends 16.8 meV per cell below
     the sublattice-antiferromagnetic seed's state (E = −2851.28389 vs −2851.26706 eV; max moment
     0.043 vs 0.054, staggered 0 vs 0.004), and a warm chain found a third state between them — an
@@ -119,20 +120,17 @@ def ground_state(solve: Callable[..., HFResult], *, warm_start: HFResult | Seque
     if chain is None and "warm" in want and "seed" not in want:
         want.insert(want.index("warm") + 1, "seed")  # no warm start: the configured cold start stands in
     init = kwargs.pop("init", "afm")
+    cold = {"seed": init, "reference": "paramagnetic", "ferro": "ferro"}  # cold candidate → seed pattern
     found: dict[str, HFResult] = {}
     for name in want:
         if name == "warm":
             if chain is None:
                 continue
             start, kw = chain, {"init": init}
-        elif name == "seed":
-            start, kw = None, {"init": init}
-        elif name == "reference":
-            start, kw = None, {"init": "paramagnetic"}
-        elif name == "ferro":
-            if init == "ferro" and "seed" in found:
-                continue  # the configured seed is this start
-            start, kw = None, {"init": "ferro"}
+        elif name in cold:
+            if any(cold.get(k) == cold[name] for k in found):
+                continue  # this seed pattern was solved already (e.g. a configured ``ferro`` seed)
+            start, kw = None, {"init": cold[name]}
         else:  # nonmagnetic
             if any(r.converged and r.max_moment < NONMAGNETIC_MOMENT for r in found.values()):
                 continue  # the non-magnetic solution of this start was found already
