@@ -178,6 +178,9 @@ class DatasetConfig(_Section):
                                           "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES); "
                                           "['warm'] alone follows the warm-start chain (path-dependent where two "
                                           "states coexist)")
+    sweep: bool = Field(True, description="after the solves, sweep the points of each filling up and down in U, "
+                        "re-solving each from its neighbour's state and keeping the lower: a state found at one U "
+                        "reaches every U where it is lowest (moireu.data.build.sweep_task)")
 
     @field_validator("U_values")
     @classmethod

@@ -25,7 +25,8 @@ class FakeBackend:
     def __init__(self, log_dir: str | None = None, solve_seconds: float = 0.0, render_seconds: float = 0.0,
                  fail_U: tuple[float, ...] = (), unconverged_first: tuple[float, ...] = (),
                  never_converge: tuple[float, ...] = (), io_error_U: tuple[float, ...] = (),
-                 contract: bool = False, tag_kT: bool = False) -> None:
+                 contract: bool = False, tag_kT: bool = False, low_state_U: tuple[float, ...] = ()) -> None:
+        self.low_state_U = low_state_U  # cold solves here find a lower state (state 1) the sweeps carry on
         self.io_error_U = io_error_U
         self.contract = contract
         self.tag_kT = tag_kT
@@ -53,14 +54,28 @@ class FakeBackend:
         converged = not any(abs(point.U - u) < 1e-9 for u in self.never_converge)
         if not retry and any(abs(point.U - u) < 1e-9 for u in self.unconverged_first):
             converged = False
-        m = 0.5 * np.tanh(max(point.U - 2.0, 0.0))
+        state = int(any(abs(point.U - u) < 1e-9 for u in self.low_state_U))
+        summ = self._write(cfg, point, out, warm is not None, state)
+        return summ | {"converged": converged}
+
+    def _write(self, cfg, point, out, warm, state):
+        """Write the fake result (``state`` 1: a lower-energy state, its moment shifted by 0.25)."""
+        m = 0.5 * np.tanh(max(point.U - 2.0, 0.0)) + 0.25 * state
         tmp = out.with_name(f".{out.name}.tmp")
         with open(tmp, "wb") as fh:
-            np.savez(fh, U=point.U, m=m, warm=warm is not None, kT=cfg.hf.kT)
+            np.savez(fh, U=point.U, m=m, warm=warm, kT=cfg.hf.kT, state=state)
         os.replace(tmp, out)
-        return {"converged": converged, "iterations": 3 if warm is not None else 10, "seconds": 0.01,
+        return {"converged": True, "iterations": 3 if warm else 10, "seconds": 0.01,
                 "fermi_level_eV": 0.1, "max_moment": m, "staggered_moment": m, "charge_spread": 0.01 * point.U,
-                "total_energy": -point.U, "gap": 2 * m}
+                "total_energy": -point.U - 0.01 * state, "gap": 2 * m}
+
+    def solve_from(self, cfg, point, start, out):
+        """A sweep step: the start's ``state`` label travels with it (energy −U − 0.01·state)."""
+        self._log("sweep", point.key)
+        time.sleep(self.solve_seconds)
+        with np.load(start) as z:
+            state = int(z["state"]) if "state" in z.files else 0
+        return self._write(cfg, point, out, warm=True, state=state) | {"iterations": 2}
 
     def render(self, cfg, point, result, specs):
         self._log("render", point.key)

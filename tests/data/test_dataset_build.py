@@ -65,7 +65,7 @@ def test_store_contract_and_metadata(tmp_path):
 
 
 def test_retry_and_failures_flagged(tmp_path):
-    c = tiny()
+    c = tiny("dataset.sweep=false")  # the sweeps would rescue these points (test_sweeps_carry_...)
     out = tmp_path / "ds.zarr"
     be = FakeBackend(log_dir=str(tmp_path / "log"), unconverged_first=(1.0,), never_converge=(2.0,), fail_U=(3.0,))
     r = build(c, out, backend=be)
@@ -86,6 +86,38 @@ def test_retry_and_failures_flagged(tmp_path):
     assert calls(tmp_path / "log2", "solve") == ["grid_U3.000000_nu+0.0000"]
     assert not r2.failures and [u["key"] for u in r2.unconverged] == ["grid_U2.000000_nu+0.0000"]
     assert open_store(out).sizes["sample"] == 24
+
+
+def test_sweeps_carry_the_lowest_state_across_u(tmp_path):
+    """A lower state found only at U = 1 (the fake's state 1, 10 meV below) is carried up and down the
+    grid by the sweeps and kept at every point, with the sweep that brought it as the branch; a point
+    whose own solve failed gets it too; the data do not depend on the number of workers."""
+    from moireu.data.schema import BRANCH_CODES
+
+    c = tiny()
+    stores = []
+    for n in (1, 2):
+        out = tmp_path / f"ds{n}.zarr"
+        be = FakeBackend(log_dir=str(tmp_path / f"log{n}"), low_state_U=(1.0,), fail_U=(3.0,))
+        r = build_dataset(c, out, backend=be, processes=False, workers=n, progress=False)
+        assert r.ok and not r.failures and r.sweep_lowered == 5 and r.sweep_steps == 12
+        ds = open_store(out)
+        U = ds["U"].values
+        np.testing.assert_allclose(ds["hf_total_energy"].values, -U - 0.01)
+        np.testing.assert_allclose(ds["hf_max_moment"].values, 0.5 * np.tanh(np.maximum(U - 2, 0)) + 0.25)
+        br = ds["hf_branch"].values
+        assert (br[U < 1] == BRANCH_CODES["sweep_down"]).all() and (br[U > 1] == BRANCH_CODES["sweep_up"]).all()
+        assert (br[U == 1.0] == -1).all()  # its own state (the fake records no branch)
+        np.testing.assert_allclose(ds["hf_energy_margin"].values[(U > 1) & (U < 3)], 0.01)
+        sweeps = calls(tmp_path / f"log{n}", "sweep")
+        # each sweep re-solves every point but its first — and the down sweep starts at the failed U = 3,
+        # which has nothing to pass on
+        assert len(sweeps) == 5 + 4
+        stores.append(ds)
+    np.testing.assert_array_equal(stores[0]["image"].values, stores[1]["image"].values)
+    # rerunning a finished build solves nothing
+    r = build(c, tmp_path / "ds2.zarr", tmp_path / "log3")
+    assert r.sweep_steps == 0 and calls(tmp_path / "log3", "sweep") == []
 
 
 def test_refuse_other_config_and_append(tmp_path):

@@ -60,22 +60,31 @@ def kill_when(p, out, n_solves, n_images, timeout=60):
     raise AssertionError("build made no progress")
 
 
-@pytest.mark.parametrize("n_solves,n_images", [(3, 1), (6, 4)])
-def test_sigkill_then_resume(tmp_path, n_solves, n_images):
+# records in solves/: 12 point solves (10 planned + 2 refinement points, demo preset: dataset.refine = 2),
+# then 2 × 12 sweep steps; images only once every point is solved and swept
+@pytest.mark.parametrize("n_records,n_images", [(3, 0), (17, 0), (36, 4)], ids=["solves", "sweeps", "renders"])
+def test_sigkill_then_resume(tmp_path, n_records, n_images):
     out, log = tmp_path / "ds.zarr", tmp_path / "log"
     p = run_build(out, log, ss=0.3, rs=0.05, wait=False)
-    s_before, _ = kill_when(p, out, n_solves, n_images)
-    done_before = {f.stem for f in (work_dir_for(out) / "solves").glob("*.json")}
-    assert len(done_before) >= n_solves
+    kill_when(p, out, n_records, n_images)
+    names = [f.name[: -len(".json")] for f in (work_dir_for(out) / "solves").glob("*.json")]  # <key>.<token>[.<dir>]
+    steps = [n for n in names if n.endswith((".up", ".down"))]
+    points = {n.rsplit(".", 1)[0] for n in names if n not in steps}
+    records = names
+    assert len(records) >= n_records
     # the kill left no store (it is written only at the end) and an intact work dir
     assert not out.exists()
-    n_calls_before = len(calls(log, "solve"))
-    assert n_calls_before < 12  # 10 planned + 2 refinement points (demo preset: dataset.refine = 2)
-    # resume: finishes, and never redoes a committed solve
+    if n_records < 12:
+        assert len(calls(log, "solve")) < 12
+    # resume: finishes, and never redoes a committed solve or sweep step
     run_build(out, log)
     resumed = calls(log, "solve")[:]
-    redone = [k for k in set(resumed) if resumed.count(k) > 1 and k in done_before]
+    redone = [k for k in set(resumed) if resumed.count(k) > 1 and k in points]
     assert not redone, f"committed solves were recomputed: {redone}"
+    if n_records == 17:
+        assert len(steps) >= 5 and len(points) == 12  # killed during the sweeps
+    # 11 + 11 re-solves in an uninterrupted build; at most one per worker (2) was in flight at the kill
+    assert len(calls(log, "sweep")) <= 22 + 2, "committed sweep steps were recomputed"
     assert len(set(resumed)) == 12  # every point solved (once, except those in flight at the kill)
     ds = open_store(out)
     assert ds.sizes["sample"] == 12 * 4

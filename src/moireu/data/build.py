@@ -10,6 +10,9 @@ Flow of :func:`build_dataset` (under the store's build lock, :func:`moireu.data.
    the rest: ``solve(U_k)`` depends on ``solve(U_{k-1})`` of its chain, ``render(U_k)`` on
    ``solve(U_k)``; every task commits its output atomically to the work directory
    (:mod:`moireu.data.workdir`), stamped with the build token and data fingerprint, and never raises;
+   with ``dataset.sweep`` the renders wait: once every point is solved, each filling's points are
+   swept up and down in U (:func:`sweep_task`, the two sweeps run side by side) and each point keeps
+   the lowest of its own state and the states the sweeps carried in (:func:`_settle`), then renders;
 4. a failed or unconverged solve is retried once with another mixer
    (:func:`moireu.data.tasks.retry_overrides`) — an I/O error (``OSError``: disk full, lost file
    system) is not a convergence problem and is reported as it is, without a retry; what still
@@ -29,6 +32,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,9 +45,10 @@ from moireu.config import MoireuConfig
 from moireu.data import schema as sc
 from moireu.data import store as st
 from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, chains_of_length, make_plan, refinement_values
-from moireu.data.tasks import Backend, PhysicsBackend, replace_path, retry_overrides
+from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
+from moireu.hf.ground import SAME_STATE_E, TIE_E
 from moireu.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -189,6 +194,68 @@ def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: st
         return fail
     return {"key": point.key, "status": "ok", "n": len(specs), "seconds": time.perf_counter() - t0,
             "cpu_seconds": time.process_time() - c0}
+
+
+def sweep_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, direction: str, root: str, token: str,
+               fingerprint: str, prev: SolvePoint | None, frozen: bool = False, _after: Any = None) -> dict[str, Any]:
+    """One step of the sweep ``direction`` (``up``/``down`` in U): the lower of ``point``'s own state and
+    its solve started from the sweep state of ``prev``, the point before it in the sweep.
+
+    Sweeping the finished points up and down in U, each step keeping the lower of the state carried
+    in and the point's own, is the usual completion of a search among coexisting mean-field states:
+    a state found at one U (by any start) reaches every U of the grid where it stays the lowest, and
+    the result depends on the set of points only, never on the chains or the cluster. A ``frozen``
+    point (its images already made) only passes its own state on. The step commits a record
+    (``source`` ``own``/``carried``/``none``, the summary of the state it passes on; a carried state
+    in ``<key>.<token>.<direction>.hf``), never raises, and is skipped when its record exists.
+    """
+    wd = WorkDir(root, token, fingerprint)
+    if not wd.owned():
+        return _point_info(point) | {"stage": "sweep", "status": "stale"}
+    done = wd.sweep_record(point, direction)
+    if done is not None:
+        return done | {"skipped": True}
+    own = wd.solve_record(point)
+    own_ok = bool(own and own.get("converged") and wd.result_path(point).exists())
+    e_own = float(own["total_energy"]) if own_ok else math.inf
+    start = None
+    if prev is not None and not frozen:
+        pr = wd.sweep_record(prev, direction)
+        if pr is not None and pr.get("converged"):
+            start = wd.sweep_result_path(prev, direction) if pr["source"] == "carried" else wd.result_path(prev)
+    rec: dict[str, Any] = _point_info(point) | {"stage": "sweep", "direction": direction, "status": "ok"}
+    final = wd.sweep_result_path(point, direction)
+    tmp = final.with_name(f".{final.name}.new")  # a dot name: clean() removes it after a crash
+    try:
+        if start is not None and start.exists():
+            t0 = time.perf_counter()
+            try:
+                new = backend.solve_from(cfg, point, start, tmp)
+            except OSError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the point keeps its own state; reported
+                new, rec["error"] = None, f"{type(exc).__name__}: {exc}"
+            rec["seconds"] = time.perf_counter() - t0
+            if new is not None:
+                rec |= {"from_U": prev.U, "carried_energy": float(new["total_energy"]),
+                        "carried_converged": bool(new["converged"]), "carried_iterations": int(new["iterations"])}
+            if (new is not None and new["converged"] and math.isfinite(new["total_energy"])
+                    and new["total_energy"] < e_own - TIE_E):
+                wd.check_owned()
+                replace_path(tmp, final)
+                rec |= {k: _plain(new[k]) for k in SUMMARY_KEYS} | {"source": "carried"}
+        if "source" not in rec:
+            rec |= ({k: own[k] for k in SUMMARY_KEYS if k in own} | {"source": "own"} if own_ok
+                    else {"converged": False, "source": "none"})
+        wd.commit_sweep(point, direction, rec)
+    except StaleTask:
+        return _point_info(point) | {"stage": "sweep", "status": "stale"}
+    except OSError as exc:
+        return _point_info(point) | {"stage": "sweep", "status": "failed",
+                                     "error": f"I/O error ({type(exc).__name__}): {exc}"}
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rec
 
 
 def _remove(path: Path) -> None:
@@ -380,6 +447,8 @@ class BuildReport:
     store_samples: int = 0
     cpu_solve: float = 0.0
     cpu_render: float = 0.0
+    sweep_steps: int = 0
+    sweep_lowered: int = 0
 
     @property
     def ok(self) -> bool:
@@ -394,12 +463,15 @@ class BuildReport:
                 "unconverged": self.unconverged, "failures": self.failures, "workers": self.workers,
                 "seconds": round(self.seconds, 3), "store_samples": self.store_samples,
                 "cpu_seconds_solves": round(self.cpu_solve, 3), "cpu_seconds_render": round(self.cpu_render, 3),
+                "sweep_steps": self.sweep_steps, "sweep_lowered": self.sweep_lowered,
                 "solves_per_minute": round(60 * self.solves_run / self.seconds, 3) if self.seconds else None}
 
     def summary_lines(self) -> list[str]:
         lines = [f"dataset: {self.out}",
                  f"  solves : {self.solves_total} planned, {self.solves_run} run "
                  f"({self.solves_retried} retried), {self.solves_skipped} already done",
+                 f"  sweeps : {self.sweep_steps} steps run, {self.sweep_lowered} points took a lower state "
+                 "from a neighbouring U",
                  f"  images : {self.images_total} planned, {self.images_run} rendered, "
                  f"{self.images_skipped} already done; store holds {self.store_samples} samples",
                  f"  workers: {self.workers}, time {self.seconds:.1f} s (worker CPU: solves "
@@ -550,9 +622,11 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
         report.images_total = plan.n_images
         report.solves_skipped = len(plan.points) - len(todo_solve)
         report.images_skipped = (len(plan.points) - len(todo_render)) * len(plan.specs)
-        if todo_solve or todo_render:
+        # with the sweeps in U, every image waits for the final states: renders run once all is solved
+        sweep = cfg.dataset.sweep
+        if todo_solve or (todo_render and not sweep):
             client = connect()
-            _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
+            _run(client, cfg, plan, wd, backend, todo_solve, [] if sweep else todo_render, report, progress)
         # adaptive refinement: extra grid U where the solved grid's order parameters change most
         extra = _refinement_points(cfg, plan, wd, old)
         if extra:
@@ -563,10 +637,15 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
             todo_solve, todo_render = _todo(Plan(extra, plan.specs), wd, in_store)
             report.solves_skipped += len(extra) - len(todo_solve)
             report.images_skipped += (len(extra) - len(todo_render)) * len(plan.specs)
-            if todo_solve or todo_render:
-                if client is None:
-                    client = connect()
-                _run(client, cfg, plan, wd, backend, todo_solve, todo_render, report, progress)
+            if todo_solve or (todo_render and not sweep):
+                client = client or connect()
+                _run(client, cfg, plan, wd, backend, todo_solve, [] if sweep else todo_render, report, progress)
+        if sweep:
+            _, todo_render = _todo(plan, wd, in_store)
+            if todo_render:
+                client = client or connect()
+                _sweep(client, cfg, plan, wd, backend, set(todo_render), report, progress)
+                _run(client, cfg, plan, wd, backend, [], todo_render, report, progress)
 
     # consolidate
     try:
@@ -671,7 +750,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
             else:
                 prev = None
             if p in todo_r:
-                rec = solve_f.get(p) or wd.solve_record(p)
+                rec = solve_f.get(p) or wd.solve_record(p) or {"status": "failed"}  # no result: nothing to render
                 g = client.submit(render_task, backend, cfg, p, root, tok, fp, plan.specs, rec, pure=False,
                                   priority=1, key=f"render-{p.key}-{run_id}")
                 kinds[g] = ("render", p)
@@ -708,6 +787,105 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                 report.images_run += res.get("n", 0) if ok else 0
                 bar.images_done(len(plan.specs), f"render {p.key}: {res['status']}"
                                 + ("" if ok else f" ({res.get('error', 'no solution')})"), not ok, failed=not ok)
+
+
+def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backend, todo_render: set[SolvePoint],
+           report: BuildReport, progress: bool) -> None:
+    """Sweep every filling's solved points up and down in U (:func:`sweep_task`), then settle each point
+    to be rendered on the lowest of its own state and the two sweeps' (:func:`_settle`)."""
+    from dask.distributed import as_completed
+
+    root, tok, fp = str(wd.root), wd.token, wd.fingerprint
+    run_id = f"{time.time_ns():x}"
+    futs: dict[Any, tuple[str, SolvePoint]] = {}
+    n_run = 0
+    for nu in sorted({p.filling for p in plan.points}):
+        pts = sorted((p for p in plan.points if p.filling == nu and (p in todo_render or wd.result_path(p).exists())),
+                     key=lambda p: (p.U, p.split))
+        for direction, seq in (("up", pts), ("down", pts[::-1])):
+            prev, prev_f = None, None
+            for p in seq:
+                n_run += wd.sweep_record(p, direction) is None
+                f = client.submit(sweep_task, backend, cfg, p, direction, root, tok, fp, prev, p not in todo_render,
+                                  prev_f, pure=False, key=f"sweep-{direction}-{p.key}-{run_id}")
+                futs[f] = (direction, p)
+                prev, prev_f = p, f
+    with _Progress(n_run, 0, enabled=progress, label="HF sweeps") as bar:
+        for fut in as_completed(list(futs)):
+            direction, p = futs[fut]
+            try:
+                res = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a worker died: the point keeps its own state
+                if _lost_cluster(client, exc):
+                    raise BuildError(f"lost the dask cluster ({type(exc).__name__}: {exc}); nothing was "
+                                     f"published — the finished points are kept in {str(wd.root)!r}, rerun the "
+                                     "same command to resume") from None
+                res = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            if res.get("status") == "stale":
+                raise BuildError(f"the work directory {str(wd.root)!r} was taken over by another build; "
+                                 "nothing was published")
+            if res.get("skipped"):
+                continue
+            report.sweep_steps += 1
+            if res.get("source") == "carried":
+                msg = (f"lower state carried in from U = {res['from_U']:g} "
+                       f"({1e3 * (res['total_energy'] - _own_energy(wd, p)):+.1f} meV)")
+            elif "carried_energy" in res:
+                msg = "own state kept" + (f" (carried state +{1e3 * (res['carried_energy'] - res['total_energy']):.1f}"
+                                          " meV)" if res.get("carried_converged") and res.get("converged") else "")
+            else:
+                msg = f"own state passed on ({res.get('error') or res.get('source', 'failed')})"
+            bar.solve_done(f"sweep {direction} {p.key}: {msg}", res.get("status") != "ok",
+                           failed=res.get("status") == "failed")
+    report.sweep_lowered += _settle(wd, [p for p in plan.points if p in todo_render])
+
+
+def _own_energy(wd: WorkDir, p: SolvePoint) -> float:
+    rec = wd.solve_record(p)
+    return float(rec["total_energy"]) if rec and rec.get("converged") else math.nan
+
+
+def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
+    """Give each point the lowest converged state among its own and the two sweeps' (ties: its own);
+    its record gets ``swept`` (the states' energies) and, when a sweep's state won, that state's
+    summary, ``branch`` = the sweep and ``energy_margin`` to the next distinct state. Returns how many
+    points took a sweep's state. Idempotent: a settled record is left alone."""
+    lowered = 0
+    for p in points:
+        rec = wd.solve_record(p)
+        if rec is not None and "swept" in rec:
+            continue
+        own_ok = bool(rec and rec.get("converged") and wd.result_path(p).exists())
+        states = {"own": float(rec["total_energy"]) if own_ok else math.inf}
+        tried: list[float] = []
+        for direction in sc.SWEEPS:
+            sr = wd.sweep_record(p, direction)
+            if sr is None:
+                continue
+            if sr.get("carried_converged"):
+                tried.append(float(sr["carried_energy"]))
+            if sr.get("source") == "carried" and wd.sweep_result_path(p, direction).exists():
+                states[direction] = float(sr["total_energy"])
+        if rec is None and len(states) == 1:
+            continue  # failed solve, nothing carried in: stays a failure
+        best = min(states, key=lambda k: (states[k], k != "own"))
+        e_best = states[best]
+        swept = {k: v for k, v in states.items() if math.isfinite(v)}
+        if best == "own":
+            new = dict(rec) | {"swept": swept}
+        else:
+            sr = wd.sweep_record(p, best)
+            tmp = wd.result_path(p).with_name(f".{wd.result_path(p).name}.settle")
+            shutil.copyfile(wd.sweep_result_path(p, best), tmp)
+            replace_path(tmp, wd.result_path(p))
+            others = [e - e_best for e in [*tried, *states.values()]
+                      if math.isfinite(e) and e - e_best > SAME_STATE_E]
+            new = (dict(rec or _point_info(p)) | {k: sr[k] for k in SUMMARY_KEYS if k in sr}
+                   | {"status": "ok", "branch": sc.BRANCH_CODES[sc.SWEEPS[best]],
+                      "energy_margin": min(others, default=math.nan), "swept": swept, "from_U": sr["from_U"]})
+            lowered += 1
+        wd.commit_solve(p, new)
+    return lowered
 
 
 def _branch_text(rec: dict[str, Any]) -> str:
@@ -795,8 +973,9 @@ class _Progress:
     """Progress of a build on stderr: two rich bars (solves, images) with counts and ETA on a terminal;
     one line per finished task (counts, elapsed, ETA) otherwise (log files, batch jobs)."""
 
-    def __init__(self, n_solves: int, n_images: int, enabled: bool = True) -> None:
+    def __init__(self, n_solves: int, n_images: int, enabled: bool = True, label: str = "HF solves") -> None:
         self.enabled = enabled
+        self.label = label
         self.n_solves, self.n_images = n_solves, n_images
         self.done_s = self.done_i = 0
         self.failed_s = self.failed_i = 0
@@ -814,8 +993,9 @@ class _Progress:
                 self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                    console=self._console, transient=False)
-                self._ts = self._p.add_task("HF solves", total=n_solves)
-                self._ti = self._p.add_task("images   ", total=n_images)
+                self._ts = self._p.add_task(label, total=n_solves)
+                if n_images:
+                    self._ti = self._p.add_task("images   ", total=n_images)
 
     def __enter__(self) -> "_Progress":
         if self._p is not None:
@@ -834,7 +1014,8 @@ class _Progress:
         fmt = (lambda t: "--:--" if not np.isfinite(t) else f"{int(t) // 60:02d}:{int(t) % 60:02d}")
         fs = f" ({self.failed_s} failed)" if self.failed_s else ""
         fi = f" ({self.failed_i} failed)" if self.failed_i else ""
-        print(f"[solves {self.done_s}/{self.n_solves}{fs}, images {self.done_i}/{self.n_images}{fi}] "
+        what = "solves" if self.label == "HF solves" else self.label
+        print(f"[{what} {self.done_s}/{self.n_solves}{fs}, images {self.done_i}/{self.n_images}{fi}] "
               f"elapsed {fmt(el)}, ETA {fmt(eta)}  {msg}", file=sys.stderr, flush=True)
 
     def _emit(self, msg: str, warn: bool) -> None:

@@ -57,8 +57,11 @@ HF_FIELDS = {"converged": "hf_converged", "iterations": "hf_iterations"} | {
 #: ground-state selection of a solve record (record key → store variable; group ``ground``, optional:
 #: stores built before it, and backends that do not select, lack it)
 HF_GROUND_FIELDS = {"branch": "hf_branch", "energy_margin": "hf_energy_margin"}
-#: candidate start (:data:`moireu.hf.ground.CANDIDATES`) → stored ``hf_branch`` code (−1: not recorded)
-BRANCH_CODES = {name: i for i, name in enumerate(CANDIDATES)}
+#: the build's two sweeps in U (direction → the ``hf_branch`` name of a state one of them carried in)
+SWEEPS = {"up": "sweep_up", "down": "sweep_down"}
+#: candidate start (:data:`moireu.hf.ground.CANDIDATES`), or the sweep that carried the kept state in from
+#: a neighbouring U (:data:`SWEEPS`) → stored ``hf_branch`` code (−1: not recorded)
+BRANCH_CODES = {name: i for i, name in enumerate((*CANDIDATES, *SWEEPS.values()))}
 #: per-image acquisition columns of the measurement model (contract A)
 SCAN_COLUMNS = ("scan_origin_x", "scan_origin_y", "scan_rotation_deg", "scan_pixel_size", "scan_tip_height",
                 "scan_scale_x", "scan_scale_y", "scan_heterostrain", "scan_twist_delta_deg", "scan_noise_white",
@@ -110,7 +113,8 @@ VARIABLES: dict[str, Var] = _vars(
     Var("hf_total_energy", _S, "float64", "eV", "HF total energy per moiré cell"),
     Var("hf_gap", _S, "float64", "eV", "mean-field gap at E_F on the HF k-mesh"),
     # ground-state selection (moireu.hf.ground)
-    Var("hf_branch", _S, "int8", "1", "candidate start the kept HF solution came from: "
+    Var("hf_branch", _S, "int8", "1", "start the kept HF solution came from (a candidate, or the "
+        "sweep in U that carried it in from a neighbouring point): "
         + ", ".join(f"{c} {n}" for n, c in BRANCH_CODES.items()) + ", -1 not recorded", "ground"),
     Var("hf_energy_margin", _S, "float64", "eV", "energy per moiré cell from the kept HF solution to the next-lowest "
         "distinct converged candidate (NaN: one state found)", "ground"),

@@ -8,13 +8,17 @@ The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two m
     their linear extrapolation in U), write the result to the path ``out`` and return its summary
     (keys in :data:`SUMMARY_KEYS`, plus ``branch`` and ``energy_margin`` when it selects among
     several starts: :data:`moireu.data.schema.HF_GROUND_FIELDS`);
+``solve_from(cfg, point, start, out) -> dict``
+    one solve of ``point`` started from the result file ``start`` of another point (a step of the
+    sweeps in U that carry the lowest state found across the grid, :func:`moireu.data.build.sweep_task`);
+    writes ``out`` and returns the summary (:data:`SUMMARY_KEYS`);
 ``render(cfg, point, result, specs) -> Rendered``
     load the result file and return the images of ``specs``: one fresh simulated acquisition per
     image (:mod:`moireu.stm.measure`), aligned to the training frame (:mod:`moireu.stm.align`),
     with the per-image scan columns and the per-atom LDOS it used.
 
 :class:`PhysicsBackend` implements them with :mod:`moireu.hf` and :mod:`moireu.stm`; tests inject
-cheap backends with the same two methods to exercise scheduling, crash safety and the store.
+cheap backends with the same methods to exercise scheduling, crash safety and the store.
 Backends are pickled to dask workers, so they must be importable (or pickled by value) there.
 """
 
@@ -73,6 +77,8 @@ class Backend(Protocol):
     def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | None,
               hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]: ...
 
+    def solve_from(self, cfg: MoireuConfig, point: SolvePoint, start: Path, out: Path) -> dict[str, Any]: ...
+
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
                specs: Sequence[ImageSpec]) -> Rendered: ...
 
@@ -101,6 +107,15 @@ def replace_path(tmp: Path, final: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # the real backend
+
+
+def _summary(res: Any) -> dict[str, Any]:
+    """The :data:`SUMMARY_KEYS` of an ``HFResult`` as plain floats."""
+    summ = res.summary()
+    return {"converged": bool(res.converged), "iterations": int(res.iterations), "seconds": float(summ["seconds"]),
+            "fermi_level_eV": float(summ["fermi_level_eV"]), "max_moment": float(summ["max_moment"]),
+            "staggered_moment": float(summ["staggered_moment"]), "charge_spread": float(summ["charge_spread"]),
+            "total_energy": float(res.total_energy), "gap": float(res.gap)}
 
 
 _CACHE: dict[str, Any] = {}
@@ -159,21 +174,21 @@ class PhysicsBackend:
         res = ground_state(system.solve, candidates=cfg.dataset.ground_state, nonmagnetic_start=anchor, **kw)
         with _IO_LOCK:
             res.save(out)  # atomic (temporary sibling + rename)
-        summ = res.summary()
         gs = res.meta["ground_state"]
-        return {
-            "converged": bool(res.converged),
-            "iterations": int(res.iterations),
-            "seconds": float(summ["seconds"]),
-            "fermi_level_eV": float(summ["fermi_level_eV"]),
-            "max_moment": float(summ["max_moment"]),
-            "staggered_moment": float(summ["staggered_moment"]),
-            "charge_spread": float(summ["charge_spread"]),
-            "total_energy": float(res.total_energy),
-            "gap": float(res.gap),
-            "branch": BRANCH_CODES[gs["branch"]],
-            "energy_margin": float(gs["energy_margin"]),
-        }
+        return _summary(res) | {"branch": BRANCH_CODES[gs["branch"]], "energy_margin": float(gs["energy_margin"])}
+
+    def solve_from(self, cfg: MoireuConfig, point: SolvePoint, start: Path, out: Path) -> dict[str, Any]:
+        """One solve of ``point`` from the state in ``start`` (another point's result file)."""
+        from moireu.hf import HFResult
+        from moireu.hf.driver import solve_kwargs
+
+        system = self.system(cfg)
+        with _IO_LOCK:
+            start_res = HFResult.load(start, system=system)
+        res = system.solve(**solve_kwargs(cfg, U=point.U, filling=point.filling, warm_start=start_res))
+        with _IO_LOCK:
+            res.save(out)
+        return _summary(res)
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
                specs: Sequence[ImageSpec]) -> Rendered:

@@ -5,6 +5,7 @@ Layout (a hidden sibling of the store, ``.<store name>.work/``)::
     manifest.json                 config, data fingerprint and build token of the owning build
     solves/<key>.<token>.json     solve record of a point: summary, attempts — its presence = solve done
     solves/<key>.<token>.hf       the HF result (whatever ``HFResult.save`` writes), for warm starts/images
+    solves/<key>.<token>.<dir>.*  the point re-solved in the U sweep ``dir`` ∈ {up, down} (result + record)
     images/<key>.<token>.npz      every image of the point + per-image columns + per-atom LDOS — presence = done
     failed/<key>.<token>.<stage>.json   last failure of a point (not a commit: a rerun tries it again)
 
@@ -87,6 +88,12 @@ class WorkDir:
     def record_path(self, p: SolvePoint) -> Path:
         return self.root / "solves" / f"{p.key}.{self.token}.json"
 
+    def sweep_result_path(self, p: SolvePoint, direction: str) -> Path:
+        return self.root / "solves" / f"{p.key}.{self.token}.{direction}.hf"
+
+    def sweep_record_path(self, p: SolvePoint, direction: str) -> Path:
+        return self.root / "solves" / f"{p.key}.{self.token}.{direction}.json"
+
     def images_path(self, p: SolvePoint) -> Path:
         return self.root / "images" / f"{p.key}.{self.token}.npz"
 
@@ -131,6 +138,13 @@ class WorkDir:
     def commit_solve(self, p: SolvePoint, record: dict[str, Any]) -> None:
         self._write_json(self.record_path(p), record)
         self.failed_path(p, "solve").unlink(missing_ok=True)
+
+    def sweep_record(self, p: SolvePoint, direction: str) -> dict[str, Any] | None:
+        """The record of ``p``'s step in the U sweep ``direction`` (``None``: not done)."""
+        return self._mine(_read_json(self.sweep_record_path(p, direction)))
+
+    def commit_sweep(self, p: SolvePoint, direction: str, record: dict[str, Any]) -> None:
+        self._write_json(self.sweep_record_path(p, direction), record)
 
     # images ------------------------------------------------------------------------------------
     def images_done(self, p: SolvePoint) -> bool:
