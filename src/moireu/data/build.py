@@ -48,7 +48,7 @@ from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, chains_of
 from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
-from moireu.hf.ground import SAME_STATE_E, TIE_E
+from moireu.hf.ground import SAME_STATE_E
 from moireu.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def sweep_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, direction
                 rec |= {"from_U": prev.U, "carried_energy": float(new["total_energy"]),
                         "carried_converged": bool(new["converged"]), "carried_iterations": int(new["iterations"])}
             if (new is not None and new["converged"] and math.isfinite(new["total_energy"])
-                    and new["total_energy"] < e_own - TIE_E):
+                    and new["total_energy"] < e_own - SAME_STATE_E):  # closer: the same state
                 wd.check_owned()
                 replace_path(tmp, final)
                 rec |= {k: _plain(new[k]) for k in SUMMARY_KEYS} | {"source": "carried"}
@@ -832,7 +832,9 @@ def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Bac
                        f"({1e3 * (res['total_energy'] - _own_energy(wd, p)):+.1f} meV)")
             elif "carried_energy" in res:
                 msg = "own state kept" + (f" (carried state +{1e3 * (res['carried_energy'] - res['total_energy']):.1f}"
-                                          " meV)" if res.get("carried_converged") and res.get("converged") else "")
+                                          " meV)" if res.get("carried_converged") and res.get("converged")
+                                          else "" if res.get("carried_converged")
+                                          else f" (carried start unconverged after {res['carried_iterations']} it)")
             else:
                 msg = f"own state passed on ({res.get('error') or res.get('source', 'failed')})"
             bar.solve_done(f"sweep {direction} {p.key}: {msg}", res.get("status") != "ok",
@@ -849,7 +851,8 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
     """Give each point the lowest converged state among its own and the two sweeps' (ties: its own);
     its record gets ``swept`` (the states' energies) and, when a sweep's state won, that state's
     summary, ``branch`` = the sweep and ``energy_margin`` to the next distinct state. Returns how many
-    points took a sweep's state. Idempotent: a settled record is left alone."""
+    points took a sweep's state. States within ``SAME_STATE_E`` of each other are one state. Idempotent:
+    a settled record is left alone."""
     lowered = 0
     for p in points:
         rec = wd.solve_record(p)
@@ -869,6 +872,8 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
         if rec is None and len(states) == 1:
             continue  # failed solve, nothing carried in: stays a failure
         best = min(states, key=lambda k: (states[k], k != "own"))
+        if states[best] > states["own"] - SAME_STATE_E:
+            best = "own"  # the same state (or a round-off tie)
         e_best = states[best]
         swept = {k: v for k, v in states.items() if math.isfinite(v)}
         if best == "own":
