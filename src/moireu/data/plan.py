@@ -33,7 +33,9 @@ states within 20 meV per cell below U ≈ 4.5 eV, and stores built with differen
 chains, held different states at the same U). So every point is also solved from the cold seed, from a
 ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept
 (``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start won (``hf_branch``)
-and by how much (``hf_energy_margin``).
+and by how much (``hf_energy_margin``). A state no candidate reaches at one U but some start found at
+another is brought in by the sweeps in U after the solves (``dataset.sweep``,
+:func:`moireu.data.build.sweep_task`).
 """
 
 from __future__ import annotations
