@@ -831,7 +831,7 @@ def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Bac
                 msg = (f"lower state carried in from U = {res['from_U']:g} "
                        f"({1e3 * (res['total_energy'] - _own_energy(wd, p)):+.1f} meV)")
             elif "carried_energy" in res:
-                msg = "own state kept" + (f" (carried state +{1e3 * (res['carried_energy'] - res['total_energy']):.1f}"
+                msg = "own state kept" + (f" (carried state {1e3 * (res['carried_energy'] - res['total_energy']):+.1f}"
                                           " meV)" if res.get("carried_converged") and res.get("converged")
                                           else "" if res.get("carried_converged")
                                           else f" (carried start unconverged after {res['carried_iterations']} it)")
