@@ -178,9 +178,12 @@ class DatasetConfig(_Section):
                                           "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES); "
                                           "['warm'] alone follows the warm-start chain (path-dependent where two "
                                           "states coexist)")
-    sweep: bool = Field(True, description="after the solves, sweep the points of each filling up and down in U, "
+    sweep: bool = Field(False, description="after the solves, sweep the points of each filling up and down in U, "
                         "re-solving each from its neighbour's state and keeping the lower: a state found at one U "
-                        "reaches every U where it is lowest (moireu.data.build.sweep_task)")
+                        "reaches every U of the store where it is lowest (moireu.data.build.sweep_task). Off by "
+                        "default: the states then depend on the store's set of U (measured on the demo preset: a "
+                        "dense store's sweeps reach a state 4-14 meV lower at 0.25-3.25 eV that a sparse store "
+                        "never finds; README 'Sweeps in U')")
 
     @field_validator("U_values")
     @classmethod

@@ -65,7 +65,7 @@ def test_store_contract_and_metadata(tmp_path):
 
 
 def test_retry_and_failures_flagged(tmp_path):
-    c = tiny("dataset.sweep=false")  # the sweeps would rescue these points (test_sweeps_carry_...)
+    c = tiny()
     out = tmp_path / "ds.zarr"
     be = FakeBackend(log_dir=str(tmp_path / "log"), unconverged_first=(1.0,), never_converge=(2.0,), fail_U=(3.0,))
     r = build(c, out, backend=be)
@@ -94,7 +94,7 @@ def test_sweeps_carry_the_lowest_state_across_u(tmp_path):
     whose own solve failed gets it too; the data do not depend on the number of workers."""
     from moireu.data.schema import BRANCH_CODES
 
-    c = tiny()
+    c = tiny("dataset.sweep=true")
     stores = []
     for n in (1, 2):
         out = tmp_path / f"ds{n}.zarr"

@@ -24,15 +24,16 @@ from dataset_fakes import FakeBackend
 from moireu.config import load_config
 from moireu.data import build_dataset
 cfg = load_config("demo", overrides=["dataset.U_values=[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]",
-                                     "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]"])
+                                     "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]",
+                                     "dataset.sweep={sweep}"])
 r = build_dataset(cfg, {out!r}, backend=FakeBackend(log_dir={log!r}, solve_seconds={ss}, render_seconds={rs}),
                   processes=False, workers=2, progress=False)
 sys.exit(0 if r.ok else 1)
 """
 
 
-def run_build(out, log, ss=0.0, rs=0.0, wait=True):
-    code = SCRIPT.format(here=str(HERE), out=str(out), log=str(log), ss=ss, rs=rs)
+def run_build(out, log, ss=0.0, rs=0.0, wait=True, sweep=False):
+    code = SCRIPT.format(here=str(HERE), out=str(out), log=str(log), ss=ss, rs=rs, sweep=str(sweep).lower())
     p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if wait:
@@ -60,31 +61,31 @@ def kill_when(p, out, n_solves, n_images, timeout=60):
     raise AssertionError("build made no progress")
 
 
-# records in solves/: 12 point solves (10 planned + 2 refinement points, demo preset: dataset.refine = 2),
-# then 2 × 12 sweep steps; images only once every point is solved and swept
-@pytest.mark.parametrize("n_records,n_images", [(3, 0), (17, 0), (36, 4)], ids=["solves", "sweeps", "renders"])
-def test_sigkill_then_resume(tmp_path, n_records, n_images):
+# records in solves/: 12 point solves (10 planned + 2 refinement points, demo preset: dataset.refine = 2);
+# with the sweeps in U then 2 × 12 sweep steps, and images only once every point is solved and swept
+@pytest.mark.parametrize("n_records,n_images,sweep", [(3, 1, False), (6, 4, False), (17, 0, True), (36, 4, True)],
+                         ids=["solves", "renders", "sweeps", "sweeps-then-renders"])
+def test_sigkill_then_resume(tmp_path, n_records, n_images, sweep):
     out, log = tmp_path / "ds.zarr", tmp_path / "log"
-    p = run_build(out, log, ss=0.3, rs=0.05, wait=False)
+    p = run_build(out, log, ss=0.3, rs=0.05, wait=False, sweep=sweep)
     kill_when(p, out, n_records, n_images)
     names = [f.name[: -len(".json")] for f in (work_dir_for(out) / "solves").glob("*.json")]  # <key>.<token>[.<dir>]
     steps = [n for n in names if n.endswith((".up", ".down"))]
     points = {n.rsplit(".", 1)[0] for n in names if n not in steps}
-    records = names
-    assert len(records) >= n_records
+    assert len(names) >= n_records
     # the kill left no store (it is written only at the end) and an intact work dir
     assert not out.exists()
     if n_records < 12:
         assert len(calls(log, "solve")) < 12
     # resume: finishes, and never redoes a committed solve or sweep step
-    run_build(out, log)
+    run_build(out, log, sweep=sweep)
     resumed = calls(log, "solve")[:]
     redone = [k for k in set(resumed) if resumed.count(k) > 1 and k in points]
     assert not redone, f"committed solves were recomputed: {redone}"
     if n_records == 17:
         assert len(steps) >= 5 and len(points) == 12  # killed during the sweeps
     # 11 + 11 re-solves in an uninterrupted build; at most one per worker (2) was in flight at the kill
-    assert len(calls(log, "sweep")) <= 22 + 2, "committed sweep steps were recomputed"
+    assert len(calls(log, "sweep")) <= (22 + 2 if sweep else 0), "committed sweep steps were recomputed"
     assert len(set(resumed)) == 12  # every point solved (once, except those in flight at the kill)
     ds = open_store(out)
     assert ds.sizes["sample"] == 12 * 4
@@ -97,7 +98,8 @@ def test_sigkill_then_resume(tmp_path, n_records, n_images):
     from moireu.data import build_dataset
 
     cfg = load_config("demo", overrides=["dataset.U_values=[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]",
-                                         "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]"])
+                                         "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]",
+                                         f"dataset.sweep={str(sweep).lower()}"])
     build_dataset(cfg, ref, backend=FakeBackend(), processes=False, workers=2, progress=False)
     r = open_store(ref)
     np.testing.assert_array_equal(ds["image"].values, r["image"].values)

@@ -157,14 +157,14 @@ def test_cli_refuses_other_config(tmp_path):
 
 
 def test_cli_exits_1_when_points_fail(tmp_path, monkeypatch):
-    """A point that fails both attempts is reported, listed in the store, and the build exits 1 (without
-    the sweeps in U, which would give it its neighbour's state: test_sweeps_carry_the_lowest_state_across_u)."""
+    """A point that fails both attempts is reported, listed in the store, and the build exits 1 (the sweeps
+    in U, off by default, would give it its neighbour's state: test_sweeps_carry_the_lowest_state_across_u)."""
     import moireu.data.build as b
     from dataset_fakes import FakeBackend
 
     monkeypatch.setattr(b, "PhysicsBackend", lambda: FakeBackend(fail_U=(5.0,)))
     out = tmp_path / "ds.zarr"
-    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0", "--set", "dataset.sweep=false", "--json"))
+    r = invoke(*build_args(out, "--threads", "--set", "dataset.heldout=0", "--json"))
     assert r.exit_code == 1, r.output
     assert "FAILED grid_U5.000000_nu+0.0000 (solve)" in r.output
     rep = json.loads(r.stdout[r.stdout.index("{"):])

@@ -324,9 +324,7 @@ def test_data_do_not_depend_on_the_number_of_workers(tmp_path):
 
 def test_io_error_is_reported_not_retried(tmp_path):
     out, log = tmp_path / "ds.zarr", tmp_path / "log"
-    # (without the sweeps in U, which would give the point its neighbour's state)
-    r = build(tiny("dataset.heldout=0", "dataset.sweep=false"), out, backend=FakeBackend(log_dir=str(log),
-                                                                                        io_error_U=(2.0,)))
+    r = build(tiny("dataset.heldout=0"), out, backend=FakeBackend(log_dir=str(log), io_error_U=(2.0,)))
     assert not r.ok and [f["key"] for f in r.failures] == ["grid_U2.000000_nu+0.0000"]
     f = r.failures[0]
     assert f["io_error"] and "I/O error" in f["error"] and "No space left" in f["error"] and len(f["attempts"]) == 1
