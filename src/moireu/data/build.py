@@ -470,8 +470,8 @@ class BuildReport:
         lines = [f"dataset: {self.out}",
                  f"  solves : {self.solves_total} planned, {self.solves_run} run "
                  f"({self.solves_retried} retried), {self.solves_skipped} already done",
-                 f"  sweeps : {self.sweep_steps} steps run, {self.sweep_lowered} points took a lower state "
-                 "from a neighbouring U",
+                 *([f"  sweeps : {self.sweep_steps} steps run, {self.sweep_lowered} points took a lower state "
+                    "from a neighbouring U"] if self.sweep_steps else []),
                  f"  images : {self.images_total} planned, {self.images_run} rendered, "
                  f"{self.images_skipped} already done; store holds {self.store_samples} samples",
                  f"  workers: {self.workers}, time {self.seconds:.1f} s (worker CPU: solves "
