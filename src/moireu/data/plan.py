@@ -34,8 +34,8 @@ chains, held different states at the same U). So every point is also solved from
 ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept
 (``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start won (``hf_branch``)
 and by how much (``hf_energy_margin``). A state no candidate reaches at one U but some start found at
-another is brought in by the sweeps in U after the solves (``dataset.sweep``,
-:func:`moireu.data.build.sweep_task`).
+another can be brought in by the optional sweeps in U after the solves (``dataset.sweep``, off by
+default because the states then depend on the store's set of U; :func:`moireu.data.build.sweep_task`).
 """
 
 from __future__ import annotations

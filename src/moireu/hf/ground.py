@@ -11,8 +11,8 @@ non-magnetic state with a Hartree charge redistribution and a weakly magnetic on
 
 :func:`ground_state` solves the point from the *candidate* starts of :data:`CANDIDATES` and keeps the
 converged solution of lowest total energy (the usual practice of comparing HF solutions from
-several initial conditions; a dataset build then also sweeps its points up and down in U and keeps
-the lower state, :func:`moireu.data.build.sweep_task`):
+several initial conditions; a dataset build can also sweep its points up and down in U and keep the
+lower state, ``dataset.sweep``, :func:`moireu.data.build.sweep_task`):
 
 ``warm``
     the warm start given (a chain predecessor, or two for the linear extrapolation in U);
