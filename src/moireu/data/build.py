@@ -260,8 +260,6 @@ def sweep_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, direction
 
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
-        import shutil
-
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
@@ -860,15 +858,10 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
             continue
         own_ok = bool(rec and rec.get("converged") and wd.result_path(p).exists())
         states = {"own": float(rec["total_energy"]) if own_ok else math.inf}
-        tried: list[float] = []
-        for direction in sc.SWEEPS:
-            sr = wd.sweep_record(p, direction)
-            if sr is None:
-                continue
-            if sr.get("carried_converged"):
-                tried.append(float(sr["carried_energy"]))
-            if sr.get("source") == "carried" and wd.sweep_result_path(p, direction).exists():
-                states[direction] = float(sr["total_energy"])
+        steps = {d: r for d in sc.SWEEPS if (r := wd.sweep_record(p, d)) is not None}  # read once
+        tried = [float(r["carried_energy"]) for r in steps.values() if r.get("carried_converged")]
+        states |= {d: float(r["total_energy"]) for d, r in steps.items()
+                   if r.get("source") == "carried" and wd.sweep_result_path(p, d).exists()}
         if rec is None and len(states) == 1:
             continue  # failed solve, nothing carried in: stays a failure
         best = min(states, key=lambda k: (states[k], k != "own"))
@@ -879,7 +872,7 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
         if best == "own":
             new = dict(rec) | {"swept": swept}
         else:
-            sr = wd.sweep_record(p, best)
+            sr = steps[best]
             tmp = wd.result_path(p).with_name(f".{wd.result_path(p).name}.settle")
             shutil.copyfile(wd.sweep_result_path(p, best), tmp)
             replace_path(tmp, wd.result_path(p))
