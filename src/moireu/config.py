@@ -173,11 +173,13 @@ class DatasetConfig(_Section):
     retry: bool = True
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
-    ground_state: tuple[str, ...] = Field(("warm", "seed", "nonmagnetic", "ferro"),
+    ground_state: tuple[str, ...] = Field(("seed", "nonmagnetic", "ferro"),
                                           description="HF starts solved at every "
-                                          "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES); "
-                                          "['warm'] alone follows the warm-start chain (path-dependent where two "
-                                          "states coexist)")
+                                          "point, the lowest-energy solution kept (moireu.hf.ground.CANDIDATES). "
+                                          "The default's starts are all cold, so a point's state is a function of "
+                                          "its U alone and stores of any U set agree; adding 'warm' adds the "
+                                          "chain predecessor's state (path-dependent where states coexist: "
+                                          "measured, README 'One state per U')")
     sweep: bool = Field(False, description="after the solves, sweep the points of each filling up and down in U, "
                         "re-solving each from its neighbour's state and keeping the lower: a state found at one U "
                         "reaches every U of the store where it is lowest (moireu.data.build.sweep_task). Off by "

@@ -55,6 +55,9 @@ class FakeBackend:
         if not retry and any(abs(point.U - u) < 1e-9 for u in self.unconverged_first):
             converged = False
         state = int(any(abs(point.U - u) < 1e-9 for u in self.low_state_U))
+        if warm:  # path dependence, as in HF where states coexist: a warm start keeps its start's state
+            with np.load(list(warm)[-1]) as z:
+                state = max(state, int(z["state"]) if "state" in z.files else 0)
         summ = self._write(cfg, point, out, warm is not None, state)
         return summ | {"converged": converged}
 

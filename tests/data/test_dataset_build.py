@@ -17,6 +17,10 @@ def tiny(*over):
                                           "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]", *over])
 
 
+#: the ground-state starts with the chain predecessor's state among them (the default has cold starts only)
+WARM = "dataset.ground_state=['warm', 'seed', 'nonmagnetic', 'ferro']"
+
+
 def build(c, out, log=None, **kw):
     be = kw.pop("backend", None) or FakeBackend(log_dir=str(log) if log else None)
     return build_dataset(c, out, backend=be, processes=False, workers=2, progress=False, **kw)
@@ -52,9 +56,8 @@ def test_store_contract_and_metadata(tmp_path):
                                       - np.min((np.linspace(-1, 1, 8)[None, :] - 0.3 * ds["scan_origin_y"].values[:, None] / 10) ** 2, 1)),
                                rtol=1e-5)
     np.testing.assert_allclose(m, 0.5 * np.tanh(np.maximum(ds["U"].values - 2, 0)))
-    # warm starts: the heads of the 2 chains start cold (10 iterations), the rest warm (3)
-    iters = {(s, u): i for s, u, i in zip(ds["split"].values, ds["U"].values, ds["hf_iterations"].values)}
-    assert sorted(iters.values()).count(10) == 2
+    # the default starts are all cold (10 iterations): no point is started from a chain predecessor
+    assert set(ds["hf_iterations"].values.tolist()) == {10}
     # rerun = no-op
     r2 = build(c, out, tmp_path / "log")
     assert r2.ok and r2.solves_run == 0 and r2.images_run == 0 and r2.solves_skipped == 6
@@ -62,6 +65,32 @@ def test_store_contract_and_metadata(tmp_path):
     info = dataset_info(out)
     assert info["samples"] == 24 and info["image_shape"] == [8, 8] and len(info["per_U"]) == 6
     assert info["splits"] == {"grid": 16, "heldout": 8}
+
+
+def test_a_points_state_does_not_depend_on_the_other_points(tmp_path):
+    """With the default (cold) starts a point's state is a function of its U alone, so two stores of
+    different U sets hold the same state at a shared U. With a warm start among the candidates the
+    state of a chain predecessor is carried along (the fake keeps its start's state, as HF does where
+    states coexist), and the stores disagree — what made a never-seen store disagree with the training
+    store (README 'One state per U')."""
+    def states(over, U_values, name):
+        c = tiny("dataset.heldout=0", f"dataset.U_values={U_values}", *over)
+        r = build(c, tmp_path / name, backend=FakeBackend(low_state_U=(0.0,)))
+        assert r.ok
+        ds = open_store(tmp_path / name)
+        return {float(u): float(m) for u, m in zip(ds["U"].values, ds["hf_max_moment"].values)}
+
+    dense, sparse = states([], [0.0, 1.0, 2.0, 3.0], "a.zarr"), states([], [1.0, 3.0], "b.zarr")
+    assert dense[0.0] == 0.25 and dense[1.0] == sparse[1.0] == 0.0 and dense[3.0] == sparse[3.0]
+    dense_w, sparse_w = states([WARM], [0.0, 1.0, 2.0, 3.0], "c.zarr"), states([WARM], [1.0, 3.0], "d.zarr")
+    assert dense_w[1.0] == 0.25 and sparse_w[1.0] == 0.0  # the chain from U = 0 carried its state
+
+
+def test_warm_chains_when_asked(tmp_path):
+    r = build(tiny(WARM), tmp_path / "ds.zarr")
+    assert r.ok
+    # the heads of the 2 chains start cold (10 iterations), the rest warm (3)
+    assert sorted(open_store(tmp_path / "ds.zarr")["hf_iterations"].values.tolist()).count(10) // 4 == 2
 
 
 def test_retry_and_failures_flagged(tmp_path):
@@ -227,7 +256,7 @@ def test_chain_points_get_the_two_previous_converged_results(tmp_path):
             Recording.seen[point.U] = None if warm is None else [p.name for p in warm]
             return super().solve(cfg, point, warm, hf_overrides, out)
 
-    c = tiny()
+    c = tiny(WARM)
     root = work_dir_for(tmp_path / "ds.zarr")
     wd = WorkDir(root, "cccccccccccc", data_fingerprint(c))
     wd.write_manifest({"config": c.to_json()})

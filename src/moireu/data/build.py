@@ -110,6 +110,8 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     if done is not None:
         return done | {"skipped": True}
     warm: list[Path] = []  # converged chain predecessors, oldest first (at most two)
+    if "warm" not in cfg.dataset.ground_state:  # cold starts only: the state is a function of U alone
+        warm_prior = warm_point = None
     for wp in (warm_prior, warm_point):
         prev = wd.solve_record(wp) if wp is not None else None
         if prev is not None and prev.get("converged") and wd.result_path(wp).exists():
