@@ -114,3 +114,7 @@ def calls(log_dir, what: str) -> list[str]:
     if not d.is_dir():
         return []
     return sorted(p.name.split("__")[1] for p in d.iterdir() if p.name.startswith(what + "__"))
+
+
+#: the ground-state starts with the chain predecessor's state among them (the default has cold starts only)
+WARM = "dataset.ground_state=['warm', 'seed', 'nonmagnetic', 'ferro']"

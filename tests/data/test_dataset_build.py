@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dataset_fakes import FakeBackend, calls
+from dataset_fakes import WARM, FakeBackend, calls
 from moireu.config import config_from_json, load_config
 from moireu.data import build_dataset, dataset_info, export_png, open_store
 from moireu.data.workdir import work_dir_for
@@ -15,10 +15,6 @@ from moireu.errors import InputError
 def tiny(*over):
     return load_config("demo", overrides=["dataset.refine=0", "dataset.U_values=[0.0, 1.0, 2.0, 3.0]", "dataset.heldout=2",
                                           "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]", *over])
-
-
-#: the ground-state starts with the chain predecessor's state among them (the default has cold starts only)
-WARM = "dataset.ground_state=['warm', 'seed', 'nonmagnetic', 'ferro']"
 
 
 def build(c, out, log=None, **kw):

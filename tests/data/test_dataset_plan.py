@@ -83,3 +83,11 @@ def test_worker_environment():
     assert worker_environ(2, 8)["OMP_NUM_THREADS"] == "1"
     # dask's 64 kiB trim threshold is replaced (it disables glibc's dynamic mmap threshold)
     assert int(env["MALLOC_TRIM_THRESHOLD_"]) >= 2**27 and int(env["MALLOC_MMAP_THRESHOLD_"]) >= 2**27
+
+
+def test_chains_only_with_warm_starts():
+    """Cold starts only (the default): every point is its own run, so no solve waits for another."""
+    cold = make_plan(cfg("dataset.heldout=6"))
+    assert all(len(ch) == 1 for ch in cold.chains) and sorted(p for ch in cold.chains for p in ch) == sorted(cold.points)
+    warm = make_plan(cfg("dataset.heldout=6", "dataset.ground_state=['warm', 'seed']", "dataset.chain_length=4"))
+    assert max(len(ch) for ch in warm.chains) == 4

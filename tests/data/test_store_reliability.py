@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset_fakes import FakeBackend, calls
+from dataset_fakes import WARM, FakeBackend, calls
 from moireu.config import load_config
 from moireu.data import BuildError, build_dataset, dataset_info, open_store
 from moireu.data import schema as sc
@@ -312,7 +312,7 @@ def test_data_do_not_depend_on_the_number_of_workers(tmp_path):
     stores = []
     for w in (1, 3):
         out = tmp_path / f"w{w}.zarr"
-        build(tiny(), out, workers=w)
+        build(tiny(WARM), out, workers=w)
         stores.append(open_store(out))
     a, b = stores
     for v in ("image", "hf_iterations", "U", "split"):

@@ -22,20 +22,23 @@ image — changes fastest (a moment onset, the growth of antiferromagnetic order
 the solved grid only, never from the held-out points.
 
 Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
-contiguous runs of at most ``dataset.chain_length`` points. Within a run each solve starts from its
-predecessor's density matrix, so a sweep never starts from scratch at every point, while the runs
-proceed in parallel. The runs depend on the configuration only — never on the number of workers —
-so the data of a build are the same on any cluster (issue 13).
+contiguous runs of at most ``dataset.chain_length`` points. When ``"warm"`` is a ground-state
+candidate, each solve of a run is handed its predecessor's density matrix; the runs depend on the
+configuration only — never on the number of workers — so the data of a build are the same on any
+cluster (issue 13).
 
-A warm start alone would make a point's state depend on its chain where several mean-field states
-coexist (measured on the demo preset: non-magnetic, antiferromagnetic, ferromagnetic and intermediate
-states within 20 meV per cell below U ≈ 4.5 eV, and stores built with different seeds, hence different
-chains, held different states at the same U). So every point is also solved from the cold seed, from a
-ferromagnetic start and on the non-magnetic branch, and the lowest-energy solution is kept
-(``dataset.ground_state``, :mod:`moireu.hf.ground`); the store records which start won (``hf_branch``)
-and by how much (``hf_energy_margin``). A state no candidate reaches at one U but some start found at
-another can be brought in by the optional sweeps in U after the solves (``dataset.sweep``, off by
-default because the states then depend on the store's set of U; :func:`moireu.data.build.sweep_task`).
+A warm start makes a point's state depend on its chain where several mean-field states coexist
+(measured on the demo preset: non-magnetic, antiferromagnetic, ferromagnetic and intermediate states
+within 20 meV per cell below U ≈ 4.5 eV; stores built with different seeds, hence different chains,
+held different states at the same U, and a network trained on one store missed by 0.1–0.5 eV on the
+other). So the default ``dataset.ground_state`` solves every point from cold starts only — the
+configured seed, a ferromagnetic start and the non-magnetic branch — and keeps the lowest-energy
+solution (:mod:`moireu.hf.ground`): a point's state is then a function of its U alone, and stores of
+any U set agree. ``"warm"`` among the candidates adds the chain predecessor's state. The store records
+which start won (``hf_branch``) and by how much (``hf_energy_margin``). A state no candidate reaches at
+one U but some start found at another can be brought in by the optional sweeps in U after the solves
+(``dataset.sweep``, off by default because the states then depend on the store's set of U;
+:func:`moireu.data.build.sweep_task`).
 """
 
 from __future__ import annotations
@@ -175,7 +178,8 @@ def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
         Resolved configuration (``dataset`` section drives the plan).
     n_chains : int, optional
         Contiguous warm-start runs per filling; default (what builds use): runs of at most
-        ``dataset.chain_length`` points (:func:`chains_of_length`), independent of the cluster.
+        ``dataset.chain_length`` points (:func:`chains_of_length`), independent of the cluster, when
+        ``"warm"`` is a ``dataset.ground_state`` candidate, else one point per run (all independent).
     """
     _check(cfg)
     d = cfg.dataset
@@ -187,7 +191,12 @@ def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
         points += [SolvePoint("heldout", float(u), float(nu)) for u in sorted(held)]
     specs = [ImageSpec(float(b), v) for b in d.biases for v in variations(cfg)]
     plan = Plan(points=points, specs=specs)
-    plan.chains = chains_of_length(points, d.chain_length) if n_chains is None else make_chains(points, n_chains)
+    if n_chains is not None:
+        plan.chains = make_chains(points, n_chains)
+    elif "warm" in d.ground_state:
+        plan.chains = chains_of_length(points, d.chain_length)
+    else:  # cold starts only: no point waits for another
+        plan.chains = [[p] for p in points]
     return plan
 
 
