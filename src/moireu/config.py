@@ -168,8 +168,9 @@ class DatasetConfig(_Section):
     heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
     seed: int | None = Field(None, ge=0, description="seed of held-out U and of every scan draw (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
-    chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain (the chains, and with them "
-                                                  "the data, do not depend on the number of workers)")
+    chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain, when 'warm' is a "
+                                                  "ground_state candidate (the chains, and with them the data, do "
+                                                  "not depend on the number of workers)")
     retry: bool = True
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
