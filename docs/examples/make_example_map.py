@@ -56,6 +56,7 @@ def main() -> None:
     ap.add_argument("--pixels", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("docs/examples/tbg_i7_U4"))
     a = ap.parse_args()
+    commit = provenance()["git_commit"]  # before the map is written: the tree it was made from
     geom, ldos, U, cfg = load_ldos(a.store, a.U)
     cell = np.asarray(geom["cell"], float)
     scan = ScanParams(pixels=a.pixels, pixel_size=0.45, rotation_deg=17.0,
@@ -69,7 +70,7 @@ def main() -> None:
         "pixel_size": scan.pixel_size, "units": {"pixel_size": "Angstrom", "values": "arbitrary (dI/dV)"},
         "truth": {"U_eV": U, "bias_eV": 0.0, "filling": 0.0,
                   "lattice": "TBG i = 7 (4.41°), demo preset", "hf": "eps = 10 screened Coulomb"},
-        "scan": scan.to_dict(), "source_store": str(a.store), "git_commit": provenance()["git_commit"]})
+        "scan": scan.to_dict(), "source_store": str(a.store), "git_commit": commit})
     print(f"wrote {npy} ({npy.stat().st_size} bytes) and its sidecar; U = {U}")
 
 
