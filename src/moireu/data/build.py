@@ -44,7 +44,7 @@ import numpy as np
 from moireu.config import MoireuConfig
 from moireu.data import schema as sc
 from moireu.data import store as st
-from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, chains_of_length, make_plan, refinement_values
+from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, build_chains, make_plan, refinement_values
 from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
@@ -110,8 +110,6 @@ def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str
     if done is not None:
         return done | {"skipped": True}
     warm: list[Path] = []  # converged chain predecessors, oldest first (at most two)
-    if "warm" not in cfg.dataset.ground_state:  # cold starts only: the state is a function of U alone
-        warm_prior = warm_point = None
     for wp in (warm_prior, warm_point):
         prev = wd.solve_record(wp) if wp is not None else None
         if prev is not None and prev.get("converged") and wd.result_path(wp).exists():
@@ -631,7 +629,7 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
         extra = _refinement_points(cfg, plan, wd, old)
         if extra:
             plan.points = plan.points + extra
-            plan.chains = chains_of_length(plan.points, cfg.dataset.chain_length)
+            plan.chains = build_chains(cfg, plan.points)
             report.solves_total += len(extra)
             report.images_total += len(extra) * len(plan.specs)
             todo_solve, todo_render = _todo(Plan(extra, plan.specs), wd, in_store)

@@ -177,9 +177,8 @@ def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
     cfg : MoireuConfig
         Resolved configuration (``dataset`` section drives the plan).
     n_chains : int, optional
-        Contiguous warm-start runs per filling; default (what builds use): runs of at most
-        ``dataset.chain_length`` points (:func:`chains_of_length`), independent of the cluster, when
-        ``"warm"`` is a ``dataset.ground_state`` candidate, else one point per run (all independent).
+        Contiguous warm-start runs per filling; default (what builds use): :func:`build_chains`,
+        independent of the cluster.
     """
     _check(cfg)
     d = cfg.dataset
@@ -191,13 +190,17 @@ def make_plan(cfg: MoireuConfig, n_chains: int | None = None) -> Plan:
         points += [SolvePoint("heldout", float(u), float(nu)) for u in sorted(held)]
     specs = [ImageSpec(float(b), v) for b in d.biases for v in variations(cfg)]
     plan = Plan(points=points, specs=specs)
-    if n_chains is not None:
-        plan.chains = make_chains(points, n_chains)
-    elif "warm" in d.ground_state:
-        plan.chains = chains_of_length(points, d.chain_length)
-    else:  # cold starts only: no point waits for another
-        plan.chains = [[p] for p in points]
+    plan.chains = build_chains(cfg, points) if n_chains is None else make_chains(points, n_chains)
     return plan
+
+
+def build_chains(cfg: MoireuConfig, points: Iterable[SolvePoint]) -> list[list[SolvePoint]]:
+    """The chains a build uses: runs of at most ``dataset.chain_length`` points (:func:`chains_of_length`)
+    when ``"warm"`` is a ``dataset.ground_state`` candidate, else one point per run (cold starts only:
+    no solve waits for, or starts from, another)."""
+    if "warm" in cfg.dataset.ground_state:
+        return chains_of_length(points, cfg.dataset.chain_length)
+    return [[p] for p in points]
 
 
 def chains_of_length(points: Iterable[SolvePoint], chain_length: int) -> list[list[SolvePoint]]:
