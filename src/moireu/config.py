@@ -211,6 +211,55 @@ class DatasetConfig(_Section):
         return v
 
 
+class StatesConfig(_Section):
+    """The Hartree–Fock ground states of a preset on its canonical U ladder (:mod:`moireu.data.states`).
+
+    The ladder is ``U_min, U_min + U_step, …, U_max`` (eV) at every filling of ``fillings``, independent of
+    any store's U values. Every rung is solved from the cold ``candidates`` (:data:`moireu.hf.ground.CANDIDATES`,
+    cold starts only) and swept up and down the ladder (each rung re-solved from its neighbour's state) until
+    no sweep step lowers any rung; a U off the ladder is solved from its two ladder neighbours' states and the
+    same candidates. The lowest energy is kept everywhere.
+    """
+
+    U_min: float = Field(0.0, ge=0.0, description="lowest rung (eV)")
+    U_max: float = Field(6.0, ge=0.0, description="highest rung (eV)")
+    U_step: float = Field(0.25, gt=0.0, description="rung spacing (eV)")
+    fillings: tuple[float, ...] = Field((0.0,), description="fillings ν of the ladder")
+    candidates: tuple[str, ...] = Field(("seed", "nonmagnetic", "ferro"),
+                                        description="cold HF starts solved at every rung (moireu.hf.ground.CANDIDATES, "
+                                        "without 'warm': the sweeps bring in the neighbours' states)")
+    max_passes: int = Field(8, ge=0, description="sweep passes (up + down) at most; a pass that changes nothing ends "
+                            "the search earlier")
+
+    @field_validator("candidates")
+    @classmethod
+    def _cold(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from moireu.hf.ground import CANDIDATES
+
+        bad = [c for c in v if c not in CANDIDATES or c == "warm"]
+        if bad or not v or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct cold starts from {[c for c in CANDIDATES if c != 'warm']}, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _ladder(self) -> "StatesConfig":
+        if self.U_max < self.U_min:
+            raise ValueError(f"U_max ({self.U_max}) must be ≥ U_min ({self.U_min})")
+        n = (self.U_max - self.U_min) / self.U_step
+        if abs(n - round(n)) > 1e-6:
+            raise ValueError(f"U_max − U_min ({self.U_max - self.U_min:g} eV) must be a whole number of "
+                             f"U_step ({self.U_step:g} eV)")
+        if not self.fillings or len(set(self.fillings)) != len(self.fillings):
+            raise ValueError(f"fillings must be non-empty and distinct, got {list(self.fillings)}")
+        return self
+
+    @property
+    def ladder(self) -> tuple[float, ...]:
+        """The rungs (eV), rounded to 1 µeV."""
+        n = int(round((self.U_max - self.U_min) / self.U_step))
+        return tuple(round(self.U_min + i * self.U_step, 6) for i in range(n + 1))
+
+
 class TrainConfig(_Section):
     """Regressor training."""
 
@@ -303,6 +352,7 @@ class MoireuConfig(BaseModel):
     hf: HFConfig = HFConfig()
     stm: STMConfig = STMConfig()
     dataset: DatasetConfig = DatasetConfig()
+    states: StatesConfig = StatesConfig()
     train: TrainConfig = TrainConfig()
     analysis: AnalysisConfig = AnalysisConfig()
 

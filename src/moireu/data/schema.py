@@ -59,9 +59,12 @@ HF_FIELDS = {"converged": "hf_converged", "iterations": "hf_iterations"} | {
 HF_GROUND_FIELDS = {"branch": "hf_branch", "energy_margin": "hf_energy_margin"}
 #: the build's two sweeps in U (direction → the ``hf_branch`` name of a state one of them carried in)
 SWEEPS = {"up": "sweep_up", "down": "sweep_down"}
-#: candidate start (:data:`moireu.hf.ground.CANDIDATES`), or the sweep that carried the kept state in from
-#: a neighbouring U (:data:`SWEEPS`) → stored ``hf_branch`` code (−1: not recorded)
-BRANCH_CODES = {name: i for i, name in enumerate((*CANDIDATES, *SWEEPS.values()))}
+#: a U off the states ladder solved from a ladder neighbour's state (side → ``hf_branch`` name; :mod:`moireu.data.states`)
+NEIGHBOURS = {"below": "from_below", "above": "from_above"}
+#: candidate start (:data:`moireu.hf.ground.CANDIDATES`), the sweep that carried the kept state in from
+#: a neighbouring U (:data:`SWEEPS`), or the ladder neighbour an off-ladder point was solved from
+#: (:data:`NEIGHBOURS`) → stored ``hf_branch`` code (−1: not recorded)
+BRANCH_CODES = {name: i for i, name in enumerate((*CANDIDATES, *SWEEPS.values(), *NEIGHBOURS.values()))}
 #: per-image acquisition columns of the measurement model (contract A)
 SCAN_COLUMNS = ("scan_origin_x", "scan_origin_y", "scan_rotation_deg", "scan_pixel_size", "scan_tip_height",
                 "scan_scale_x", "scan_scale_y", "scan_heterostrain", "scan_twist_delta_deg", "scan_noise_white",
