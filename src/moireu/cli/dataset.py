@@ -31,9 +31,14 @@ def build(
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
     worker_timeout: float = typer.Option(300.0, "--worker-timeout", help="with --scheduler: seconds to wait for a "
                                          "first dask worker to join"),
+    states: Optional[Path] = typer.Option(None, "--states", help="states file to render from (default: the "
+                                          "preset's shipped states when their fingerprint is this configuration's)"),
+    recompute: bool = typer.Option(False, "--recompute", help="solve every point with Hartree–Fock even where "
+                                   "stored states exist"),
     as_json: bool = JsonOpt,
 ) -> None:
-    """One HF solve per (U, ν) on the grid and held-out U, then every image variation of each solution.
+    """The HF state per (U, ν) on the grid and held-out U — from the stored states when they are this
+    configuration's, else solved — then every image variation of each state.
 
     Resumable: rerun the same command after an interruption; finished points are skipped.
     Exits 1 if any point remains failed or unconverged (flagged in the store) or the work could not
@@ -60,7 +65,8 @@ def build(
 
     try:
         report = build_dataset(cfg, out, scheduler=scheduler, workers=workers, append=append,
-                               processes=not threads, progress=not no_progress, worker_timeout=worker_timeout)
+                               processes=not threads, progress=not no_progress, worker_timeout=worker_timeout,
+                               states=states, recompute=recompute)
     except BuildError as exc:
         fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -44,7 +44,8 @@ import numpy as np
 from moireu.config import MoireuConfig
 from moireu.data import schema as sc
 from moireu.data import store as st
-from moireu.data.plan import REFINE_KEYS, ImageSpec, Plan, SolvePoint, build_chains, make_plan, refinement_values
+from moireu.data.plan import (REFINE_KEYS, ImageSpec, Plan, SolvePoint, build_chains, heldout_values, make_plan,
+                              refinement_values)
 from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
@@ -488,7 +489,8 @@ class BuildReport:
 
 def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str | None = None,
                   workers: int | None = None, append: bool = False, backend: Backend | None = None,
-                  processes: bool = True, progress: bool = True, worker_timeout: float = 300.0) -> BuildReport:
+                  processes: bool = True, progress: bool = True, worker_timeout: float = 300.0,
+                  states: str | os.PathLike | None = None, recompute: bool = False) -> BuildReport:
     """Build (or resume, or extend) the dataset store ``out`` for ``cfg``.
 
     Parameters
@@ -512,6 +514,11 @@ def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str |
         Show a progress bar with counts and ETA on stderr.
     worker_timeout : float
         With ``scheduler``: seconds to wait for a first worker.
+    states : path, optional
+        A states file (:mod:`moireu.data.states`) to render from; default: the preset's shipped file
+        when its fingerprint equals the configuration's (:func:`choose_backend`).
+    recompute : bool
+        Solve every point with Hartree–Fock even where states exist.
 
     Returns
     -------
@@ -533,9 +540,53 @@ def build_dataset(cfg: MoireuConfig, out: str | os.PathLike, *, scheduler: str |
     if scheduler:
         check_scheduler_address(scheduler)
     make_plan(cfg)  # validate the plan before touching anything
+    states_used: dict[str, Any] = {}
+    if backend is None:
+        backend, states_used = choose_backend(cfg, states, recompute, _say if progress else None)
     with exclusive(out):
         return _build(cfg, out, scheduler=scheduler, workers=workers, append=append, backend=backend,
-                      processes=processes, progress=progress, worker_timeout=worker_timeout)
+                      processes=processes, progress=progress, worker_timeout=worker_timeout,
+                      states_used=states_used)
+
+
+def choose_backend(cfg: MoireuConfig, states: str | os.PathLike | None, recompute: bool,
+                   say: Any = None) -> tuple[Backend, dict[str, Any]]:
+    """The backend of a build: the states file when it is this configuration's, else Hartree–Fock.
+
+    ``states`` given: it must be readable, intact and of this configuration (else InputError naming the
+    keys that differ). Not given: the preset's shipped file is used when its fingerprint equals the
+    configuration's; when it differs, every point is solved and ``say`` is told which keys differ. A
+    shipped file that is damaged or edited is refused (InputError; ``recompute`` bypasses it).
+    Returns the backend and what is recorded in the store's ``states`` attribute.
+    """
+    from moireu.data.states import States, shipped_states_path
+    from moireu.data.tasks import StatesBackend
+
+    say = say or (lambda m: None)
+    if recompute:
+        say("dataset: --recompute: every point is solved with Hartree–Fock")
+        return PhysicsBackend(), {"source": "solved", "why": "--recompute"}
+    path = Path(states) if states is not None else shipped_states_path(cfg.preset)
+    if states is None and not path.is_file():
+        say(f"dataset: no shipped states for preset {cfg.preset!r}: every point is solved with Hartree–Fock")
+        return PhysicsBackend(), {"source": "solved", "why": f"no states file for preset {cfg.preset!r}"}
+    st = States.load(path)  # damaged or edited: InputError with the reason
+    diff = st.differences(cfg)
+    if diff and states is not None:
+        st.check(cfg)
+    if diff:
+        say(f"dataset: the shipped states {str(path)!r} are of another configuration ({'; '.join(diff)}): "
+            "every point is solved with Hartree–Fock")
+        return PhysicsBackend(), {"source": "solved", "why": "; ".join(diff)}
+    wanted = {float(u) for u in cfg.dataset.U_values} | {float(u) for u in heldout_values(cfg)}
+    missing = sorted(u for u in wanted for nu in cfg.dataset.fillings if st.get(u, nu) is None)
+    say(f"dataset: rendering from the states {str(path)!r} (fingerprint {st.fingerprint})"
+        + (f"; {len(missing)} U not stored are solved from their ladder neighbours and the cold starts: "
+           f"{', '.join(f'{u:g}' for u in missing[:12])}" if missing else ""))
+    prov = st.attrs.get("provenance") or {}
+    return StatesBackend(path), {"source": "states", "file": str(path), "fingerprint": st.fingerprint,
+                                 "git_commit": prov.get("git_commit"), "created": prov.get("created"),
+                                 "solved_off_file": missing}
 
 
 @contextlib.contextmanager
@@ -586,7 +637,8 @@ def _open_work_dir(out: Path, cfg: MoireuConfig, append: bool) -> WorkDir:
 
 
 def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int | None, append: bool,
-           backend: Backend | None, processes: bool, progress: bool, worker_timeout: float) -> BuildReport:
+           backend: Backend | None, processes: bool, progress: bool, worker_timeout: float,
+           states_used: dict[str, Any] | None = None) -> BuildReport:
     """:func:`build_dataset` under the store lock."""
     t_start = time.perf_counter()
     backend = backend or PhysicsBackend()
@@ -647,7 +699,7 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
 
     # consolidate
     try:
-        samples = _consolidate(cfg, plan, wd, old, out, report)
+        samples = _consolidate(cfg, plan, wd, old, out, report, states_used or {})
     except OSError as exc:
         raise BuildError(f"writing the store {str(out)!r} failed: {exc}; the previous store (if any) is "
                          f"untouched and the finished points are kept in {str(wd.root)!r} — fix the cause "
@@ -896,7 +948,7 @@ def _branch_text(rec: dict[str, Any]) -> str:
 
 
 def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path,
-                 report: BuildReport) -> int:
+                 report: BuildReport, states_used: dict[str, Any] | None = None) -> int:
     """Write the store from the existing store + the work dir parts; fill failures into ``report``.
 
     Returns the number of samples in the store (0, and nothing written, when no point has images).
@@ -961,7 +1013,8 @@ def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path
     attrs = {"config": cfg.to_json(), "moireu_version": prov["moireu_version"], "git_commit": prov["git_commit"],
              "created": prov["created"], "image_transform": json.dumps(transform or {}, sort_keys=True),
              "rendering": json.dumps(rendering, sort_keys=True),
-             "failures": json.dumps(failures), "history": json.dumps(history)}
+             "failures": json.dumps(failures), "history": json.dumps(history),
+             "states": json.dumps(states_used or {}, sort_keys=True)}
     ds = st.dataset_from_columns(cols, kx, ky, attrs, ldos, levels, geometry)
     st.write_store(ds, out)
     return int(ds.sizes["sample"])

@@ -192,13 +192,10 @@ class PhysicsBackend:
 
     def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
                specs: Sequence[ImageSpec]) -> Rendered:
-        from moireu.data.plan import dataset_seed, point_hash
         from moireu.hf import HFResult
-        from moireu.stm import ImageTransform, ldos_at
-        from moireu.stm.measure import CellGeometry, MeasurementSpec, acquire, draw_scan, scan_rng
+        from moireu.stm import ldos_at
 
         system = self.system(cfg)
-        model = system.model
         with _IO_LOCK:
             res = HFResult.load(result, system=system)
         st = cfg.stm
@@ -206,29 +203,113 @@ class PhysicsBackend:
         # unconverged solutions are rendered too: the store flags them (hf_converged = False)
         ldos = np.asarray(ldos_at(system, res, biases=biases, eta=st.eta, kind=st.broadening,
                                   kmesh=st.kmesh, allow_unconverged=True))
-        row = {b: i for i, b in enumerate(biases)}
-        geom = CellGeometry.of(model)
-        transform = ImageTransform.from_config(st, geom=geom)
-        spec = MeasurementSpec.from_config(st, geom.cell)
-        seed, ph = dataset_seed(cfg), point_hash(point)
-        cfg_biases = np.asarray(cfg.dataset.biases, float)
-        imgs: list[np.ndarray] = []
-        params: dict[str, list[float]] = {}
-        for s in specs:
-            bias_index = int(np.argmin(np.abs(cfg_biases - s.bias)))
-            scan = draw_scan(scan_rng(seed, ph, bias_index, s.variation.id), spec)
-            img, cols = acquire(geom, ldos[row[s.bias]], scan, transform)
-            imgs.append(img)
-            for k, v in cols.items():
-                params.setdefault(k, []).append(float(v))
-        kx, ky = transform.window.axes(transform.n_pixels)
-        info_d = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
-                  "bias_reference": "E_F of each HF solution",
-                  "measurement": st.measurement.model_dump(mode="json") | {"map_pixels": st.map_pixels,
-                                                                           "tip_height": st.tip_height},
-                  "scan_seed": "SeedSequence([dataset seed, 7, point hash, bias index, variation])"}
+        model = system.model
         geometry = {"atom_xyz": np.asarray(model.positions, float), "cell": np.asarray(model.cell, float),
                     "atom_layer": np.asarray(model.layer, np.int8),
                     "atom_sublattice": np.asarray(model.sublattice, np.int8)}
-        return Rendered(np.stack(imgs), kx, ky, {k: np.asarray(v) for k, v in params.items()},
-                        transform.to_dict(), info_d, ldos, np.asarray(biases, float), geometry)
+        return render_images(cfg, point, ldos, biases, geometry, specs)
+
+
+def render_images(cfg: MoireuConfig, point: SolvePoint, ldos: np.ndarray, biases: Sequence[float],
+                  geometry: dict[str, np.ndarray], specs: Sequence[ImageSpec]) -> Rendered:
+    """The images of ``specs`` from the per-atom LDOS (spin sum, rows = ``biases``) on the cell ``geometry``:
+    one fresh simulated acquisition per image (:mod:`moireu.stm.measure`), aligned to the training frame."""
+    from moireu.data.plan import dataset_seed, point_hash
+    from moireu.stm import ImageTransform
+    from moireu.stm.measure import CellGeometry, MeasurementSpec, acquire, draw_scan, scan_rng
+
+    st = cfg.stm
+    row = {b: i for i, b in enumerate(biases)}
+    geom = CellGeometry.of(geometry)
+    transform = ImageTransform.from_config(st, geom=geom)
+    spec = MeasurementSpec.from_config(st, geom.cell)
+    seed, ph = dataset_seed(cfg), point_hash(point)
+    cfg_biases = np.asarray(cfg.dataset.biases, float)
+    imgs: list[np.ndarray] = []
+    params: dict[str, list[float]] = {}
+    for s in specs:
+        bias_index = int(np.argmin(np.abs(cfg_biases - s.bias)))
+        scan = draw_scan(scan_rng(seed, ph, bias_index, s.variation.id), spec)
+        img, cols = acquire(geom, ldos[row[s.bias]], scan, transform)
+        imgs.append(img)
+        for k, v in cols.items():
+            params.setdefault(k, []).append(float(v))
+    kx, ky = transform.window.axes(transform.n_pixels)
+    info_d = {"ldos_eta": st.eta, "ldos_broadening": st.broadening, "ldos_kmesh": list(st.kmesh),
+              "bias_reference": "E_F of each HF solution",
+              "measurement": st.measurement.model_dump(mode="json") | {"map_pixels": st.map_pixels,
+                                                                       "tip_height": st.tip_height},
+              "scan_seed": "SeedSequence([dataset seed, 7, point hash, bias index, variation])"}
+    return Rendered(np.stack(imgs), kx, ky, {k: np.asarray(v) for k, v in params.items()},
+                    transform.to_dict(), info_d, np.asarray(ldos, float), np.asarray(biases, float), geometry)
+
+
+class StatesBackend(PhysicsBackend):
+    """Points from a states file (:mod:`moireu.data.states`): no Hartree–Fock where the file holds the U.
+
+    ``solve`` of a stored point writes its restart data and returns its stored summary; a point off the
+    file is solved by the rule of :mod:`moireu.data.ladder` (its two ladder neighbours' states and the
+    cold candidates, lowest kept). ``render`` of a stored point takes the stored per-atom LDOS and
+    geometry; the images themselves are made exactly as :class:`PhysicsBackend` makes them.
+    The file is verified and checked against the configuration once per worker process.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+
+    def states(self, cfg: MoireuConfig) -> Any:
+        from moireu.data.states import States
+
+        key = (self.path, "states")
+        with _LOCK:
+            if key not in _CACHE:
+                st = States.load(self.path)
+                st.check(cfg)
+                _CACHE[key] = st
+            return _CACHE[key]
+
+    def solve(self, cfg: MoireuConfig, point: SolvePoint, warm: Sequence[Path] | Path | None,
+              hf_overrides: dict[str, Any], out: Path) -> dict[str, Any]:
+        from moireu.data.ladder import solve_point
+        from moireu.data.schema import BRANCH_CODES, NEIGHBOURS
+
+        st = self.states(cfg)
+        p = st.get(point.U, point.filling)
+        if p is None:
+            below, above = st.neighbours(point.U, point.filling)
+            starts = tuple((NEIGHBOURS[side], st.result(q.U, point.filling))
+                           for side, q in (("below", below), ("above", above)) if q is not None)
+            got = solve_point(cfg, point.U, point.filling, candidates=cfg.states.candidates, starts=starts)
+            p = got["point"]
+            if p is None:
+                raise RuntimeError(f"no start converged at U = {point.U:g} (from the states' neighbours and "
+                                   f"{', '.join(cfg.states.candidates)})")
+            p.kind = "extra"
+            with _LOCK:
+                _CACHE[(self.path, "solved", point.U, point.filling)] = p
+            seconds = got["seconds"]
+        else:
+            seconds = 0.0
+        from moireu.data.states import States
+
+        res = States(st.attrs, st.geometry, st.biases, [p], st.path).result(p.U, p.filling)
+        with _IO_LOCK:
+            res.save(out)
+        s = p.scalars
+        return {"converged": p.converged, "iterations": int(s["iterations"]), "seconds": seconds,
+                "fermi_level_eV": s["fermi_level"], "max_moment": s["max_moment"],
+                "staggered_moment": s["staggered_moment"], "charge_spread": s["charge_spread"],
+                "total_energy": s["total_energy"], "gap": s["gap"], "branch": BRANCH_CODES.get(p.branch, -1),
+                "energy_margin": s["energy_margin"]}
+
+    def render(self, cfg: MoireuConfig, point: SolvePoint, result: Path,
+               specs: Sequence[ImageSpec]) -> Rendered:
+        st = self.states(cfg)
+        p = st.get(point.U, point.filling) or _CACHE.get((self.path, "solved", point.U, point.filling))
+        if p is None:  # solved in another process: the LDOS from its result file
+            return PhysicsBackend.render(self, cfg, point, result, specs)
+        biases = sorted({s.bias for s in specs})
+        from moireu.data.states import States
+
+        ldos = States(st.attrs, st.geometry, st.biases, [p], st.path).ldos(p.U, p.filling, biases)
+        return render_images(cfg, point, ldos, biases, st.geometry, specs)
