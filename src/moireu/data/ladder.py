@@ -36,7 +36,7 @@ import numpy as np
 
 from moireu.config import MoireuConfig
 from moireu.data.schema import NEIGHBOURS, SWEEPS, U_DECIMALS
-from moireu.data.states import Point, States, geometry_of, needed_biases, states_fingerprint
+from moireu.data.states import Point, States, geometry_of, needed_biases
 from moireu.errors import InputError
 from moireu.hf.ground import SAME_STATE_E, SAME_STATE_M, TIE_E
 
@@ -246,7 +246,7 @@ def open_states(cfg: MoireuConfig, path: Path, recompute: bool = False) -> State
 def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = None, workers: int = 0,
                  extras: Sequence[float] = (), recompute: bool = False, sweeps: bool = True,
                  max_points: int | None = None, progress: bool = True,
-                 progress_every: float = PROGRESS_EVERY) -> LadderReport:
+                 progress_every: float = PROGRESS_EVERY, processes: bool = True) -> LadderReport:
     """Find (or continue finding) the ground states of ``cfg`` on its ladder and at ``extras``; write ``out``.
 
     Parameters
@@ -258,6 +258,7 @@ def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = 
     recompute : replace a file of ``cfg`` (or of another configuration) instead of continuing it
     sweeps : run the sweeps (off: cold rungs only, e.g. to get a coarse grid first)
     max_points : stop after this many new cold rungs (a partial file; a rerun continues)
+    processes : LocalCluster workers as processes (default) or threads of this process
     """
     from moireu.data.build import dask_client
 
@@ -270,7 +271,7 @@ def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = 
     off = sorted({round(float(u), U_DECIMALS) for u in extras} - {round(u, U_DECIMALS) for u in ladder})
     if any(u < 0 for u in off):
         raise InputError(f"extra U must be ≥ 0 eV, got {min(off)}")
-    with dask_client(scheduler, workers, say=say) as client:
+    with dask_client(scheduler, workers, processes, say=say) as client:
         for nu in cfg.states.fillings:
             _cold(client, cfg, st, float(nu), ladder, rep, say, max_points, progress_every)
             if sweeps and not st.rungs_missing(nu):
@@ -438,8 +439,3 @@ def _extras(client: Any, cfg: MoireuConfig, st: States, nu: float, off: list[flo
         say(f"states: U = {u:g} (off the ladder) — {p.branch}, max moment {p.scalars['max_moment']:.3f} "
             f"({r['seconds']:.0f} s)")
 
-
-def check_fingerprint(cfg: MoireuConfig, st: States) -> None:
-    """Refuse states of another configuration (re-exported for the CLI)."""
-    if st.fingerprint != states_fingerprint(cfg):
-        st.check(cfg)

@@ -1,0 +1,189 @@
+"""HF states on the U ladder: the file (verified, refused when damaged), the ladder rule, rendering from states."""
+
+import math
+
+import numpy as np
+import pytest
+
+from moireu.config import load_config
+from moireu.data import ladder
+from moireu.data.ladder import build_states
+from moireu.data.states import Point, States, fingerprint_keys, shipped_states_path, states_fingerprint
+from moireu.errors import InputError
+from moireu.hf.ground import SAME_STATE_E
+
+
+def tiny(*over):
+    return load_config("demo", overrides=["lattice.index=1", "hf.kmesh=[2, 2]", "stm.kmesh=[2, 2]",
+                                          "states.U_max=2.0", "states.U_step=1.0", "dataset.refine=0",
+                                          "dataset.U_values=[0.0, 1.0, 2.0]", "dataset.heldout=1",
+                                          "dataset.n_offsets=2", "stm.map_pixels=64", "stm.n_pixels=16", *over])
+
+
+@pytest.fixture(scope="module")
+def real_states(tmp_path_factory):
+    """A real (tiny: TBG i = 1, 28 atoms) ladder build with one off-ladder point."""
+    path = tmp_path_factory.mktemp("states") / "t.states.nc"
+    rep = build_states(tiny(), path, workers=1, extras=[1.5], processes=False, progress=False)
+    return path, rep
+
+
+def test_real_ladder_build_is_complete_verified_and_resumes_to_a_no_op(real_states):
+    path, rep = real_states
+    assert rep.cold_run == 3 and rep.converged and rep.extras_run == 1 and not rep.failed
+    st = States.load(path)
+    st.check(tiny())
+    assert st.rungs_done() == [0.0, 1.0, 2.0] and not st.rungs_missing()
+    assert [p.U for p in st.points("extra")] == [1.5]
+    info = st.info()
+    assert info["complete"] and info["sweeps"]["converged"]
+    for p in st.points():
+        assert p.ldos.shape == (3, 2, 28) and p.ldos.dtype == np.float32 and p.pair_density.dtype == np.float32
+        assert set(p.record["candidates"]) >= {"seed"} and p.record["git_commit"]
+    again = build_states(tiny(), path, workers=1, extras=[1.5], processes=False, progress=False)
+    assert again.cold_run == again.sweep_steps == again.extras_run == 0 and again.converged
+
+
+def test_recompute_from_scratch_agrees(real_states):
+    from moireu.data.verify import recompute_point
+
+    st = States.load(real_states[0])
+    for U in (1.0, 1.5):
+        r = recompute_point(tiny(), st, U)
+        assert r["ok"], r
+        assert r["energy_diff_eV"] <= 1e-6 and r["ldos_rel_diff"] <= 1e-6
+
+
+def test_damaged_edited_or_foreign_files_are_refused(real_states, tmp_path):
+    import shutil
+
+    import netCDF4
+
+    path = real_states[0]
+    cut = tmp_path / "cut.nc"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        States.load(cut)
+    edited = tmp_path / "edited.nc"
+    shutil.copy(path, edited)
+    with netCDF4.Dataset(edited, "a") as nc:
+        nc["total_energy"][1] = nc["total_energy"][1] - 0.01
+    with pytest.raises(InputError, match=r"\(U = 1\) do not match their checksum"):
+        States.load(edited)
+    attrs = tmp_path / "attrs.nc"
+    shutil.copy(path, attrs)
+    with netCDF4.Dataset(attrs, "a") as nc:
+        nc.setncattr("preset", '"paper"')
+    with pytest.raises(InputError, match="attributes were changed"):
+        States.load(attrs)
+    st = States.load(path)
+    other = tiny("hf.kT=0.002")
+    assert states_fingerprint(other) != st.fingerprint
+    with pytest.raises(InputError, match=r"hf\.kT: 0\.001 here, 0\.002 configured"):
+        st.check(other)
+    with pytest.raises(InputError, match="another configuration"):
+        build_states(other, path, workers=1, processes=False, progress=False)
+
+
+def test_fingerprint_covers_state_but_not_dataset_keys():
+    base = states_fingerprint(tiny())
+    assert states_fingerprint(tiny("dataset.seed=7", "dataset.n_offsets=5", "train.epochs=3")) == base
+    for over in ("lattice.interlayer_distance=3.0", "hf.eps=5.0", "hf.tol=1e-7", "stm.eta=0.002",
+                 "states.U_step=0.5", "states.candidates=[\"seed\"]"):
+        assert states_fingerprint(tiny(over)) != base, over
+    assert "hf.U" not in fingerprint_keys(tiny()) and "stm.eta" in fingerprint_keys(tiny())
+
+
+# ------------------------------------------------------------------------------------------------
+# the ladder rule on a model landscape: state A everywhere (every cold start), state B lower on
+# 1 < U < 3 (E_B = (U − 2)² − 1 meV) that cold starts reach only at U = 2 and that survives a solve
+# started from it for |U − 2| ≤ 1.6
+
+
+def _E(state, U):
+    return 0.0 if state == "A" else 1e-3 * ((U - 2.0) ** 2 - 1.0)
+
+
+def fake_task(cfg, U, filling, candidates, starts, ldos_below, every):
+    found = {}
+    if candidates:
+        found["seed"] = "B" if abs(U - 2.0) < 1e-9 else "A"
+        found["ferro"] = "A"
+    for branch, res in starts:
+        b = res.occupations[0, 0] > 0.505
+        found[branch] = "B" if b and abs(U - 2.0) <= 1.6 else "A"
+    e = {k: _E(s, U) for k, s in found.items()}
+    best = min(e, key=lambda k: (e[k], list(e).index(k)))
+    code = 0.51 if found[best] == "B" else 0.5
+    point = None
+    if e[best] < ldos_below:
+        sc = {k: 0.0 for k in ("kT", "fermi_level", "homo", "lumo", "gap", "staggered_moment", "total_moment",
+                               "charge_spread", "residual", "seconds", "iterations")}
+        sc |= {"U": U, "filling": filling, "total_energy": e[best], "energy_margin": math.nan, "from_U": math.nan,
+               "max_moment": 0.01 if found[best] == "B" else 0.0}
+        point = Point("ladder", U, filling, best, np.full((28, 2), code), np.zeros((2, 5)), np.zeros((3, 2, 28)), sc,
+                      record={"converged": True, "state": found[best]})
+    return {"point": point, "energy": e[best], "candidates": {k: {"state": s} for k, s in found.items()},
+            "seconds": 1.0, "cpu_seconds": 1.0}
+
+
+def test_sweeps_carry_the_lowest_state_and_stop_when_nothing_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(ladder, "_task", fake_task)
+    cfg = tiny("states.U_max=4.0", "states.U_step=0.5")
+    path = tmp_path / "f.states.nc"
+    rep = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False)
+    assert rep.cold_run == 9 and rep.converged and rep.sweep_lowered == 2
+    st = States.load(path)
+    state = {p.U: p.record["state"] for p in st.points()}
+    for U, s in state.items():
+        want = "B" if (U - 2.0) ** 2 - 1.0 < -1e3 * SAME_STATE_E else "A"
+        assert s == want, (U, s)
+    assert {p.U: p.branch for p in st.points("ladder") if p.record["state"] == "B"} == {
+        1.5: "sweep_down", 2.0: "seed", 2.5: "sweep_up"}
+    # an off-ladder U holds the state of its ladder neighbours (any store, any seed: the rule sees only U)
+    assert state[2.2] == "B" and st.get(2.2).branch in ("from_below", "from_above")
+    assert state[1.3] == "B" and st.get(1.3).branch == "from_above" and state[3.7] == "A"
+    # a further sweep repeats no step: every rung was tried from its neighbours' final states
+    again = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False)
+    assert again.sweep_steps == again.cold_run == again.extras_run == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# rendering from states
+
+
+def test_store_from_states_equals_store_from_hf(real_states, tmp_path):
+    from moireu.data import build_dataset, open_store
+
+    path, _ = real_states
+    cfg = tiny("dataset.heldout=0")
+    a = build_dataset(cfg, tmp_path / "a.zarr", states=path, processes=False, workers=1, progress=False)
+    b = build_dataset(cfg, tmp_path / "b.zarr", recompute=True, processes=False, workers=1, progress=False)
+    assert a.ok and b.ok
+    da, db = open_store(tmp_path / "a.zarr"), open_store(tmp_path / "b.zarr")
+    ia, ib = da["image"].values, db["image"].values
+    assert np.abs(ia - ib).max() <= 1e-4 * np.abs(ib).max()
+    np.testing.assert_allclose(da["hf_total_energy"].values, db["hf_total_energy"].values, atol=1e-6)
+    assert '"source": "states"' in da.attrs["states"] and '"source": "solved"' in db.attrs["states"]
+
+
+def test_another_config_solves_and_says_why(real_states, capsys):
+    from moireu.data.build import choose_backend
+    from moireu.data.tasks import StatesBackend
+
+    path, _ = real_states
+    be, used = choose_backend(tiny(), path, False)
+    assert isinstance(be, StatesBackend) and used["source"] == "states"
+    with pytest.raises(InputError, match="hf.eps"):
+        choose_backend(tiny("hf.eps=5.0"), path, False)  # a file asked for by name must fit
+    be, used = choose_backend(tiny("hf.eps=5.0"), None, False, print)
+    assert used["source"] == "solved"  # the shipped demo states are of the demo preset, not of i = 1
+
+
+@pytest.mark.parametrize("preset", ["demo", "paper"])
+def test_shipped_states_are_intact_and_of_their_preset(preset):
+    st = States.load(shipped_states_path(preset))
+    st.check(load_config(preset))
+    assert st.rungs_done(), "no rung stored"
+    for p in st.points():
+        assert p.converged and math.isfinite(p.total_energy)
