@@ -25,7 +25,7 @@ from moireu.config import load_config
 from moireu.data import build_dataset
 cfg = load_config("demo", overrides=["dataset.U_values=[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]",
                                      "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]",
-                                     "dataset.sweep={sweep}"])
+                                     "dataset.refine=2", "dataset.sweep={sweep}"])
 r = build_dataset(cfg, {out!r}, backend=FakeBackend(log_dir={log!r}, solve_seconds={ss}, render_seconds={rs}),
                   processes=False, workers=2, progress=False)
 sys.exit(0 if r.ok else 1)
@@ -61,7 +61,7 @@ def kill_when(p, out, n_solves, n_images, timeout=60):
     raise AssertionError("build made no progress")
 
 
-# records in solves/: 12 point solves (10 planned + 2 refinement points, demo preset: dataset.refine = 2);
+# records in solves/: 12 point solves (10 planned + 2 refinement points: dataset.refine = 2);
 # with the sweeps in U then 2 × 12 sweep steps, and images only once every point is solved and swept
 @pytest.mark.parametrize("n_records,n_images,sweep", [(3, 1, False), (6, 4, False), (17, 0, True), (36, 4, True)],
                          ids=["solves", "renders", "sweeps", "sweeps-then-renders"])
@@ -99,7 +99,7 @@ def test_sigkill_then_resume(tmp_path, n_records, n_images, sweep):
 
     cfg = load_config("demo", overrides=["dataset.U_values=[0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]",
                                          "dataset.heldout=2", "dataset.n_offsets=2", "dataset.biases=[0.0, 0.01]",
-                                         f"dataset.sweep={str(sweep).lower()}"])
+                                         "dataset.refine=2", f"dataset.sweep={str(sweep).lower()}"])
     build_dataset(cfg, ref, backend=FakeBackend(), processes=False, workers=2, progress=False)
     r = open_store(ref)
     np.testing.assert_array_equal(ds["image"].values, r["image"].values)
