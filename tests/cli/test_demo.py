@@ -29,7 +29,7 @@ def demo(out, *extra):
 @pytest.mark.timeout(900)
 def test_demo_end_to_end_and_resume(tmp_path):
     out = tmp_path / "demo"
-    r = demo(out)  # ResNet-18 is on by default
+    r = demo(out, "--full")  # + ResNet-18 and robustness
     report = out / "report.html"
     assert f"report: {report.resolve()}" in r.stdout
     html = report.read_text()
@@ -45,7 +45,7 @@ def test_demo_end_to_end_and_resume(tmp_path):
     assert not (out / "train_cnn_mild").exists()  # the demo trains on the measurement model only
 
     # rerun: every stage but the (idempotent) dataset build and the report is skipped
-    demo(out)
+    demo(out, "--full")
     timing = json.loads((out / "demo_timing.json").read_text())
     ran = {s["stage"] for s in timing["stages"] if not s["skipped"]}
     assert ran == {"dataset", "report"}, ran

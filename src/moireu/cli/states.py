@@ -118,13 +118,32 @@ def cost_summary(st: "object") -> dict:
             "points": len(per)}
 
 
+def cheapest_rung(st: "object", filling: float = 0.0) -> float:
+    """The stored ladder rung whose recomputation costs least (a sweep-carried rung: one solve from its
+    neighbour; else the cold rung of the fewest solve seconds)."""
+    from moireu.data.schema import SWEEPS
+
+    rungs = [p for p in st.points("ladder") if p.filling == filling]  # type: ignore[attr-defined]
+    if not rungs:
+        raise InputError("the states file holds no ladder rung to verify")
+
+    def cost(p: "object") -> tuple[int, float]:
+        c = p.record.get("candidates", {})  # type: ignore[attr-defined]
+        if p.branch in SWEEPS.values():  # type: ignore[attr-defined]
+            return (0, float(c.get(p.branch, {}).get("seconds", 0.0)))  # type: ignore[attr-defined]
+        return (1, sum(float(v.get("seconds", 0.0)) for v in c.values()))
+
+    return min(rungs, key=cost).U  # type: ignore[attr-defined]
+
+
 @states_app.command("verify")
 def verify(
     preset: str = PresetOpt,
     config: Optional[Path] = ConfigOpt,
     set_: Optional[List[str]] = SetOpt,
     file: Optional[Path] = FileOpt,
-    U: float = typer.Option(..., "--U", help="the stored point to recompute (eV)"),
+    U: Optional[float] = typer.Option(None, "--U", help="the stored point to recompute (eV; default: the "
+                                      "ladder rung that was cheapest to find)"),
     filling: float = typer.Option(0.0, "--filling"),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -136,6 +155,8 @@ def verify(
 
     st = States.load(_path(file, cfg.preset))
     st.check(cfg)
+    if U is None:
+        U = cheapest_rung(st, filling)
     rep = recompute_point(cfg, st, U, filling)
     info(f"states: U = {U:g} recomputed ({rep['how']}): ΔE = {rep['energy_diff_eV']:.2e} eV, "
          f"LDOS max relative difference {rep['ldos_rel_diff']:.2e}, branch {rep['branch']} "
