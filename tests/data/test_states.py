@@ -187,3 +187,31 @@ def test_shipped_states_are_intact_and_of_their_preset(preset):
     assert st.rungs_done(), "no rung stored"
     for p in st.points():
         assert p.converged and math.isfinite(p.total_energy)
+
+
+def test_a_start_stopped_unconverged_below_the_kept_state_is_reported():
+    """The kept state is the lowest converged one; a lower unconverged start makes the point unresolved."""
+    sc = {k: 0.0 for k in ("kT", "fermi_level", "homo", "lumo", "gap", "staggered_moment", "total_moment",
+                           "charge_spread", "residual", "seconds", "iterations", "energy_margin", "from_U",
+                           "max_moment", "filling")}
+
+    def point(candidates):
+        return Point("ladder", 2.0, 0.0, "seed", np.zeros((28, 2)), np.zeros((2, 5)), np.zeros((3, 2, 28)),
+                     sc | {"U": 2.0, "total_energy": -1.0}, record={"converged": True, "candidates": candidates})
+
+    seed = {"converged": True, "total_energy": -1.0, "iterations": 23, "max_moment": 0.048}
+    lower = {"converged": False, "total_energy": -1.0107, "iterations": 300, "max_moment": 0.041}
+    higher = {"converged": False, "total_energy": -0.99, "iterations": 300, "max_moment": 0.0}
+    assert point({"seed": seed, "nonmagnetic": higher}).unresolved is None
+    assert point({"seed": seed, "ferro": lower | {"total_energy": -1.0 - 0.5 * SAME_STATE_E}}).unresolved is None
+    u = point({"seed": seed, "ferro": lower, "nonmagnetic": higher}).unresolved
+    assert u == {"candidate": "ferro", "below_meV": -10.7, "iterations": 300, "max_moment": 0.041}
+    assert point({"seed": seed, "ferro": lower}).summary()["unresolved"] == u
+
+
+def test_shipped_demo_states_name_their_unresolved_rungs():
+    info = States.load(shipped_states_path("demo")).info()
+    for p in info["points"]:
+        worse = [c for c in p["candidates"].values()
+                 if not c["converged"] and c["total_energy"] < p["total_energy"] - SAME_STATE_E]
+        assert (p["U"] in info["unresolved"]) == bool(worse), p["U"]

@@ -96,7 +96,13 @@ def info_cmd(preset: str = PresetOpt, file: Optional[Path] = FileOpt, as_json: b
         m = p["energy_margin"]
         info(f"  {p['kind']:<7} {p['U']:6.3f}  {p['branch']:<12} {1e3 * (p['total_energy'] - e0):12.2f}"
              f"{'' if m is None else f'{1e3 * m:18.2f}':>18}  {p['max_moment']:.4f}  {p['staggered_moment']:.4f}"
-             f"  {1e3 * p['gap']:8.2f}")
+             f"  {1e3 * p['gap']:8.2f}{'  !' if p['unresolved'] else ''}")
+    for p in d["points"]:
+        if p["unresolved"]:
+            u = p["unresolved"]
+            info(f"  ! U = {p['U']:.3f}: the {u['candidate']} start stopped unconverged after {u['iterations']} "
+                 f"iterations {-u['below_meV']:.2f} meV below the stored state (max moment {u['max_moment']:.4f}): "
+                 "the stored state is the lowest converged one, not certified as the HF ground state")
     prov = d.get("provenance") or {}
     info(f"  written {prov.get('created')} at commit {prov.get('git_commit')}")
 

@@ -120,11 +120,31 @@ class Point:
     def converged(self) -> bool:
         return bool(self.record.get("converged", True))
 
+    @property
+    def unresolved(self) -> dict[str, Any] | None:
+        """The candidate start that stopped *unconverged* below the stored state, when one did.
+
+        The rule keeps the lowest *converged* solution. A start that reached its iteration limit with a
+        total energy lower than the kept state's by more than :data:`moireu.hf.ground.SAME_STATE_E` says the
+        kept state may not be the HF ground state: ``{"candidate", "below_meV", "iterations", "max_moment"}``
+        of the lowest such start, else None.
+        """
+        from moireu.hf.ground import SAME_STATE_E
+
+        low = [(float(v["total_energy"]) - self.total_energy, k, v)
+               for k, v in self.record.get("candidates", {}).items()
+               if not v.get("converged", True) and math.isfinite(float(v.get("total_energy", math.nan)))]
+        if not low or min(low)[0] >= -SAME_STATE_E:
+            return None
+        d, k, v = min(low, key=lambda t: t[0])
+        return {"candidate": k, "below_meV": round(1e3 * d, 3), "iterations": int(v.get("iterations", 0)),
+                "max_moment": float(v.get("max_moment", math.nan))}
+
     def summary(self) -> dict[str, Any]:
         """The order parameters and bookkeeping of this point, as plain JSON values."""
         s = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in self.scalars.items()}
         return s | {"kind": self.kind, "branch": self.branch, "state_id": self.state_id,
-                    "converged": self.converged}
+                    "converged": self.converged, "unresolved": self.unresolved}
 
 
 class States:
@@ -308,6 +328,7 @@ class States:
                                "history": self.attrs.get("history", [])}
         for nu in self.fillings:
             out.setdefault("rungs", {})[f"{nu:g}"] = {"done": self.rungs_done(nu), "missing": self.rungs_missing(nu)}
+        out["unresolved"] = [p.U for p in self.points() if p.unresolved is not None]
         out["complete"] = all(not self.rungs_missing(nu) for nu in self.fillings) and bool(
             (self.attrs.get("sweeps") or {}).get("converged"))
         out["points"] = [p.summary() | {"candidates": p.record.get("candidates", {}), "cost": p.record.get("cost"),
