@@ -28,6 +28,7 @@ paper: $(STAMP)
 	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_ARGS)
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

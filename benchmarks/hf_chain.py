@@ -110,7 +110,7 @@ def worker(src: str, start: str, U: list[float], crops: int, out: str, overrides
 
     kw = solve_kwargs(cfg)
     kw.pop("config")
-    t0 = clock[0] = time.perf_counter()
+    clock[0] = time.perf_counter()
     sweep_U(system, U, kw, on_point=on_point, start=first)
     total = sum(r["solve_s"] + r["ldos_s"] + r["images_s"] for r in rows)  # without the floor timings
     c3 = getattr(system, "c3", None)

@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     from moireu.config import load_config
     from moireu.lattice import build_tbg, kmesh
-    from moireu.stm import ImageTransform, MeasurementSpec, ScanParams, draw_scan, map_to_image, simulate_map
+    from moireu.stm import ImageTransform, MeasurementSpec, draw_scan, map_to_image, simulate_map
     from moireu.stm.ldos import ldos_from_spectrum
     from moireu.stm.measure import CellGeometry, user_map_image
 

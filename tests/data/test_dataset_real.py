@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,7 +202,7 @@ def test_ctrl_c_is_one_line_and_resumable(tmp_path):
 ])
 def test_cli_errors_are_one_line(tmp_path, extra, code, msg):
     rc, _, err = cli(*build_args(tmp_path / "ds.zarr", *extra))
-    assert rc == code and f"error: " in err and msg in err and "Traceback" not in err, err
+    assert rc == code and "error: " in err and msg in err and "Traceback" not in err, err
 
 
 def test_cli_no_workers_and_disk_full_exit_1(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ import pytest
 
 from dataset_fakes import WARM, FakeBackend, calls
 from moireu.config import load_config
-from moireu.data import BuildError, build_dataset, dataset_info, open_store
+from moireu.data import BuildError, build_dataset, open_store
 from moireu.data import schema as sc
 from moireu.data.build import exclusive, render_task, solve_task
 from moireu.data.plan import SolvePoint

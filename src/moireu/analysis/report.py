@@ -277,7 +277,7 @@ def _metrics_section(run_dir: Path, analysis: dict[str, Any] | None) -> str:
     if not (analysis or {}).get("baselines"):
         note += _notrun("baselines (analysis/)")
     sizes = (analysis or {}).get("split_sizes")
-    ss = (f'<p class="small">Split (same as the ML stage): '
+    ss = ('<p class="small">Split (same as the ML stage): '
           + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" samples. {_esc(REFERENCE_NOTE)}</p>"
           if sizes else f'<p class="small">{_esc(REFERENCE_NOTE)}</p>')
     return _reproduction_table(run_dir) + note + _table(headers, rows, classes) + ss
@@ -423,7 +423,7 @@ def _crossover_section(adir: Path, analysis: dict[str, Any] | None) -> str:
         head = (f"<b>U_c = {c['U_c']:.2f} ± {c['U_c_err']:.2f} eV, U_c/t = {c['U_c_over_t']:.2f} ± "
                 f"{c['U_c_over_t_err']:.2f}</b> (t = {cx['t']} eV)")
         rule = c.get("headline_rule", "the group with most estimates")
-        ref = f"Tanksale & Stauber (another system, θ ≈ 3.5°): U_c/t ≈ 1."
+        ref = "Tanksale & Stauber (another system, θ ≈ 3.5°): U_c/t ≈ 1."
         if len(feats) == 1:
             comb = f"<p>All supported estimates agree: {head}. {ref}</p>"
         else:

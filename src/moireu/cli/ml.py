@@ -240,7 +240,7 @@ def predict_cmd(
         if json_:
             emit_json(res)
         info("warning: the map is out of the training distribution: " + res["ood_reasons"][0])
-        raise typer.Exit(3)
+        raise typer.Exit(3) from None
     res = predict_image(lr, img)
     reasons = []
     if res["constant_input"]:

@@ -519,11 +519,13 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
             resume_blob = None
 
         def save(m: nn.Module, _info: dict | None) -> None:
+            # late binding is the point: called during this member's epochs, it saves the member's *current*
+            # state, optimiser, schedule and generator, which the retrain phase below replaces
             if state_path is None:
                 return
-            cur = {"member": k, "st": asdict(st), "model": _state_cpu(m), "opt": opt.state_dict(),
-                   "sched": sched.state_dict(), "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                   "best": best["state"], "pre_retrain": pre_retrain}
+            cur = {"member": k, "st": asdict(st), "model": _state_cpu(m), "opt": opt.state_dict(),  # noqa: B023
+                   "sched": sched.state_dict(), "gen": gen.get_state(),  # noqa: B023
+                   "torch_rng": torch.get_rng_state(), "best": best["state"], "pre_retrain": pre_retrain}  # noqa: B023
             save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
                                "member_info": member_info, "current": cur}, state_path)
 
