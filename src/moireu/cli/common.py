@@ -18,16 +18,22 @@ import typer
 from moireu.config import MoireuConfig, load_config, save_resolved
 from moireu.errors import InputError
 
-PresetOpt = typer.Option("demo", "--preset", "-p", help="shipped preset: demo or paper")
+PresetOpt = typer.Option("demo", "--preset", "-p", help="shipped preset: demo or paper (none: the --config file "
+                         "alone, e.g. a run's resolved config.toml)")
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML file merged over the preset")
 SetOpt = typer.Option(None, "--set", "-s", help="override, e.g. --set hf.U=4.0 (repeatable)")
 JsonOpt = typer.Option(False, "--json", help="print a JSON summary on stdout")
 ForceOpt = typer.Option(False, "--force", help="overwrite a finished run in --out")
 
 
+def preset_name(preset: Optional[str]) -> Optional[str]:
+    """The preset asked for, or None for ``none`` / empty (the --config file alone)."""
+    return None if preset in (None, "", "none") else preset
+
+
 def resolve(preset: Optional[str], config: Optional[Path], overrides: Optional[List[str]]) -> MoireuConfig:
-    """Preset → file → overrides → validated config."""
-    return load_config(preset, config, list(overrides or []))
+    """Preset → file → overrides → validated config (preset ``none`` or empty: the file alone)."""
+    return load_config(preset_name(preset), config, list(overrides or []))
 
 
 def prepare_run_dir(out: Path, cfg: MoireuConfig, marker: str, force: bool = False,

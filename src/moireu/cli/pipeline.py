@@ -36,8 +36,8 @@ class Pipeline:
         self.tag, self.cfg, self.out = tag, cfg, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, self.out)
-        #: every stage reads the run's own config file
-        self.conf = ["--preset", "", "--config", str(self.out / "config.toml")]
+        #: every stage reads the run's own (complete, resolved) config file and nothing else
+        self.conf = ["--preset", "none", "--config", str(self.out / "config.toml")]
         self.exe = [sys.executable, "-m", "moireu"]
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         self.log: list[dict] = []

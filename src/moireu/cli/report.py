@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from moireu.cli.common import ConfigOpt, JsonOpt, SetOpt, emit_json, info
+from moireu.cli.common import ConfigOpt, JsonOpt, SetOpt, emit_json, info, preset_name
 
 
 def _analysis_config(store_cfg: dict, preset: Optional[str], config: Optional[Path], overrides: List[str]):
@@ -20,6 +20,7 @@ def _analysis_config(store_cfg: dict, preset: Optional[str], config: Optional[Pa
             out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
         return out
 
+    preset = preset_name(preset)
     raw: dict = {}
     if preset:
         raw = preset_dict(preset) | {"preset": preset}

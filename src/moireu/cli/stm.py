@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, SetOpt, emit_json, info, prepare_run_dir
+from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, SetOpt, emit_json, info, prepare_run_dir, preset_name
 
 
 def _config_for_result(res, preset: Optional[str], config: Optional[Path], overrides: Optional[List[str]]):
@@ -17,6 +17,7 @@ def _config_for_result(res, preset: Optional[str], config: Optional[Path], overr
     """
     from moireu.config import _deep_update, apply_override, build_config, preset_dict, read_toml
 
+    preset = preset_name(preset)
     stored = res.meta.get("config") if isinstance(res.meta, dict) else None
     if isinstance(stored, str):
         import json
