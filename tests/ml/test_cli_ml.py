@@ -128,7 +128,7 @@ def test_predict_refuses_bad_maps(run_dir, tmp_path):
 def test_models_command_lists_the_registry():
     r = invoke("models", "--json")
     assert r.exit_code == 0, r.output
-    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    rows = {m["name"]: m for m in json.loads(r.stdout)["variants"]}
     assert rows["cnn_paper"]["parameters"] == 320_609 and rows["cnn_paper"]["recipe"] == "paper"
     assert rows["cnn_mild"]["train"] == {"augment": "mild"}
     t = invoke("models")

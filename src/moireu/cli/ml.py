@@ -206,10 +206,53 @@ def _align_dict(align) -> Optional[dict]:
                                            "in_range") if hasattr(align, k)}
 
 
+def _shipped_for_map(map_: Path, kind: str, pixel_size: Optional[str], channel: Optional[str],
+                     direction: str) -> tuple:
+    """The shipped model trained for the map's twist angle: ``(LoadedRun, image, align, card)``.
+
+    Each shipped model's alignment measures the map's twist angle against its own training lattice; the
+    first whose alignment is in range answers. None in range: ``(None, None, align, cards)`` with the
+    last alignment (its ``twist_deg`` is the measured angle).
+    """
+    from moireu.ml import load_run
+    from moireu.ml.shipped import shipped_checkpoint, shipped_models
+
+    cards = shipped_models()
+    if not cards:
+        raise InputError("no trained model ships with this installation: pass a run directory "
+                         "(moireu predict RUN MAP; make demo trains one in runs/demo/train_cnn)")
+    align = None
+    for card in cards:
+        lr = load_run(shipped_checkpoint(card))
+        img, align = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction)
+        if align is None or align.get("in_range"):
+            return lr, img, align, card
+    return None, None, align, cards
+
+
+def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool) -> None:
+    """Exit 3: no shipped model was trained for the measured twist angle (the reason names both)."""
+    tw = align.get("twist_deg")
+    have = ", ".join(f"{c['twist_deg']:.2f}°" for c in cards)
+    why = (f"measured twist {tw:.2f}° (alignment quality {align.get('quality', float('nan')):.2f}); "
+           f"models for {have}" if tw is not None and tw == tw else
+           f"no moiré lattice found in the map (alignment quality {align.get('quality', float('nan')):.2f}); "
+           f"models for {have}")
+    res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "twist_deg": tw, "align": align,
+           "ood_reasons": [why], "shipped_models": [{"name": c["name"], "twist_deg": c["twist_deg"]} for c in cards],
+           "map": str(map_)}
+    if json_:
+        emit_json(json_safe(res))
+    info("warning: no shipped model for this map: " + why)
+    raise typer.Exit(3)
+
+
 def predict_cmd(
-    run: Path = typer.Argument(..., help="run directory of moireu train"),
-    map_: Path = typer.Argument(..., metavar="MAP", help="atoms table, real-space .npy/.npz, image file, "
-                                                         ".sxm, or a ready FT-LDOS .npy"),
+    run_or_map: Path = typer.Argument(..., metavar="[RUN] MAP",
+                                      help="run directory of moireu train, then the map; the map alone: the shipped "
+                                           "model trained for the map's measured twist angle (moireu models)"),
+    map_: Optional[Path] = typer.Argument(None, metavar="", help="atoms table, real-space .npy/.npz, image file, "
+                                                                 ".sxm, or a ready FT-LDOS .npy"),
     pixel_size: Optional[str] = typer.Option(None, "--pixel-size", help="Å per pixel: 'p' or 'px,py'"),
     channel: Optional[str] = typer.Option(None, "--channel", help=".sxm channel name"),
     direction: str = typer.Option("forward", "--direction", help=".sxm scan direction: forward or backward"),
@@ -224,10 +267,17 @@ def predict_cmd(
     """
     from moireu.ml import load_run, predict_image
 
+    run, map_ = (None, run_or_map) if map_ is None else (run_or_map, map_)
     ps = parse_pixel_size(pixel_size)  # refuse a bad value before loading anything
-    lr = load_run(run)
+    card = None
     try:
-        img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
+        if run is None:
+            lr, img, align, card = _shipped_for_map(map_, kind, None if ps is None else pixel_size, channel, direction)
+            if lr is None:
+                _no_model_for_twist(map_, align, card, json_)
+        else:
+            lr = load_run(run)
+            img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
     except InputError as exc:
         # only a map refused *for being constant* is answered as out of distribution; any other
         # refusal (pixels too coarse, field of view too small, NaN …) stays an input error
@@ -236,7 +286,7 @@ def predict_cmd(
         # an empty (constant, e.g. all-zero) map has no FT image: no U, out of distribution
         res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "constant_input": True,
                "ood_reasons": ["the map is constant (all pixels equal): it carries no LDOS modulation"],
-               "model": lr.meta["model"], "map": str(map_)}
+               "model": None if run is None else lr.meta["model"], "map": str(map_)}
         if json_:
             emit_json(res)
         info("warning: the map is out of the training distribution: " + res["ood_reasons"][0])
@@ -256,6 +306,8 @@ def predict_cmd(
         res["U_low"], res["U_high"] = (float(v) for v in res["U_range"])
     res["in_distribution"] = not reasons
     res["ood_reasons"] = reasons
+    if card is not None:
+        res["shipped_model"] = {"name": card["name"], "twist_deg": card["twist_deg"]}
     if json_:
         emit_json(json_safe(res | {"map": str(map_)}))
     else:
@@ -294,12 +346,13 @@ def robustness_cmd(
 
 
 def models_cmd(json_: bool = JsonOpt) -> None:
-    """List the registered model variants with parameter count, recipe and arguments."""
+    """List the registered model variants (parameters, recipe, arguments) and the shipped trained models."""
     from moireu.ml.models import list_models
+    from moireu.ml.shipped import shipped_models
 
-    rows = list_models()
+    rows, cards = list_models(), shipped_models()
     if json_:
-        emit_json(rows)
+        emit_json({"variants": rows, "shipped": cards})
         return
     w = max(len(r["name"]) for r in rows)
     typer.echo(f"{'name':<{w}}  {'parameters':>11}  recipe  arguments / training settings")
@@ -308,10 +361,40 @@ def models_cmd(json_: bool = JsonOpt) -> None:
         typer.echo(f"{r['name']:<{w}}  {r['parameters']:>11,}  {r['recipe']:<6}  {args}")
         typer.echo(f"{'':<{w}}  {'':>11}          {r['summary']}")
     typer.echo("(parameters at the variant's arguments; fc counted for 64×64 inputs)")
+    typer.echo("")
+    if not cards:
+        typer.echo("shipped trained models: none")
+        return
+    typer.echo("shipped trained models (moireu predict MAP picks the one trained for the map's twist angle):")
+    for c in cards:
+        b = c.get("accuracy", {}).get("blind") or []
+        acc = "; ".join(f"blind held-out MAE {r['mae']:.3f} eV, cov90 {r['coverage90']:.2f} (n = {r['n']})" for r in b)
+        typer.echo(f"  {c['name']}: {c['model']} ×{c['ensemble']}, TBG i = {c['lattice_index']} "
+                   f"(θ = {c['twist_deg']:.2f}°, accepts {c['twist_accepted_deg'][0]:.2f}–"
+                   f"{c['twist_accepted_deg'][1]:.2f}°), U {c['U_range_eV'][0]:g}–{c['U_range_eV'][1]:g} eV"
+                   + (f"; {acc}" if acc else ""))
+
+
+def ship_model_cmd(
+    run: Path = typer.Argument(..., help="run directory of moireu train"),
+    name: str = typer.Argument(..., help="name of the shipped model, e.g. demo_cnn"),
+    data: Path = typer.Option(..., "--data", "-d", help="the store the run was trained on (its states, ranges)"),
+    blind: Optional[List[Path]] = typer.Option(None, "--blind", help="moireu evaluate --json output on a store of "
+                                               "another dataset seed (repeatable): the card's accuracy"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a shipped model of that name"),
+) -> None:
+    """Ship a trained run as package data: its weights-only checkpoint and a model card (maintainers)."""
+    from moireu.cli.model_card import model_card
+    from moireu.ml.shipped import ship_model
+
+    card, checkpoint = model_card(run, data, list(blind or []))
+    path = ship_model(checkpoint, name, card, overwrite=overwrite)
+    info(f"shipped {name}: {path} (+ {path.with_name(name + '.pt').name})")
 
 
 def register(app: typer.Typer) -> None:
     app.command("models")(models_cmd)
+    app.command("ship-model")(ship_model_cmd)
     app.command("train")(train_cmd)
     app.command("evaluate")(evaluate_cmd)
     app.command("predict")(predict_cmd)
