@@ -54,3 +54,12 @@ def test_a_map_of_another_twist_is_refused_with_the_measured_angle(tmp_path):
     d = json.loads(r.stdout)
     assert not d["in_distribution"] and d["U"] is None and abs(d["twist_deg"] - 6.01) < 0.1, d
     assert "measured twist 6.0" in d["ood_reasons"][0] and "models for 4.41°" in d["ood_reasons"][0]
+
+
+def test_white_noise_is_refused_for_having_no_moire_lattice(tmp_path):
+    path = tmp_path / "noise.npy"
+    np.save(path, np.random.default_rng(5).standard_normal((256, 256)))
+    r = invoke("predict", path, "--pixel-size", "0.45", "--json")
+    assert r.exit_code == 3, r.output
+    d = json.loads(r.stdout)
+    assert d["U"] is None and "no moiré lattice found in the map (alignment quality" in d["ood_reasons"][0], d

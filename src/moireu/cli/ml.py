@@ -230,14 +230,25 @@ def _shipped_for_map(map_: Path, kind: str, pixel_size: Optional[str], channel: 
     return None, None, align, cards
 
 
+def _alignment_reason(align: dict) -> str:
+    """Why an alignment is out of range: no moiré lattice found, or a twist angle other than the trained one."""
+    from moireu.stm.align import QUALITY_MIN
+
+    q = align.get("quality", float("nan"))
+    if not q >= QUALITY_MIN:
+        return f"no moiré lattice found in the map (alignment quality {q:.2f} < {QUALITY_MIN:g})"
+    return (f"measured twist angle {align.get('twist_deg'):.2f}° is outside the trained range "
+            f"({align.get('trained_twist_deg', float('nan')):.2f}°)")
+
+
 def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool) -> None:
     """Exit 3: no shipped model was trained for the measured twist angle (the reason names both)."""
-    tw = align.get("twist_deg")
+    from moireu.stm.align import QUALITY_MIN
+
+    tw, q = align.get("twist_deg"), align.get("quality", float("nan"))
     have = ", ".join(f"{c['twist_deg']:.2f}°" for c in cards)
-    why = (f"measured twist {tw:.2f}° (alignment quality {align.get('quality', float('nan')):.2f}); "
-           f"models for {have}" if tw is not None and tw == tw else
-           f"no moiré lattice found in the map (alignment quality {align.get('quality', float('nan')):.2f}); "
-           f"models for {have}")
+    why = (f"measured twist {tw:.2f}° (alignment quality {q:.2f}); models for {have}" if q >= QUALITY_MIN else
+           f"no moiré lattice found in the map (alignment quality {q:.2f} < {QUALITY_MIN:g}); models for {have}")
     res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "twist_deg": tw, "align": align,
            "ood_reasons": [why], "shipped_models": [{"name": c["name"], "twist_deg": c["twist_deg"]} for c in cards],
            "map": str(map_)}
@@ -301,7 +312,7 @@ def predict_cmd(
         res["align"] = align
         res["twist_deg"] = align.get("twist_deg")
         if align.get("in_range") is False:
-            reasons.append(f"measured twist angle {align.get('twist_deg')}° is outside the trained range")
+            reasons.append(_alignment_reason(align))
     if reasons and res.get("U_range"):  # out of distribution for any reason: the honest interval is the trained range
         res["U_low"], res["U_high"] = (float(v) for v in res["U_range"])
     res["in_distribution"] = not reasons

@@ -380,7 +380,9 @@ def map_to_image(m: MapData, transform: ImageTransform | dict | str, attrs: dict
     if t.align:
         sp = _Spectrum(m)
         info = measure_lattice(m, t, sp)
-        M = np.asarray(info.matrix)
+        # no moiré lattice found (quality below QUALITY_MIN): the fitted matrix is noise, so the window is laid
+        # on the nominal frame; the image exists, and ``info.in_range`` is False with the quality that says why
+        M = np.asarray(info.matrix) if info.quality >= QUALITY_MIN else np.eye(2)
     else:
         nan = float("nan")
         info = AlignInfo(nan, nan, 0.0, (1.0, 1.0), False, nan, True, ((1.0, 0.0), (0.0, 1.0)), t.twist_deg)
