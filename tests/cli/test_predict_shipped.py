@@ -63,3 +63,16 @@ def test_white_noise_is_refused_for_having_no_moire_lattice(tmp_path):
     assert r.exit_code == 3, r.output
     d = json.loads(r.stdout)
     assert d["U"] is None and "no moiré lattice found in the map (alignment quality" in d["ood_reasons"][0], d
+
+
+def test_a_text_exported_topograph_is_read_with_its_units_and_called_a_height(tmp_path):
+    a = np.load(EXAMPLE)
+    n = a.shape[1]
+    f = tmp_path / "topo.txt"  # a text export: header with units, first row = top of the image
+    f.write_text(f"Data Size: {n} x {a.shape[0]}\nSurface Size: {n * 0.045:.4f} x {a.shape[0] * 0.045:.4f}\n"
+                 "X Unit: NanoMeter\nY Unit: NanoMeter\nZ Unit: PicoMeter\n"
+                 + "\n".join(" ".join(f"{v:.7g}" for v in row) for row in a[::-1]) + "\n")
+    r = invoke("predict", f, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert abs(d["U"] - 4.0) <= 0.3 and "height topograph" in d["warnings"][0], d

@@ -173,7 +173,11 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
     if arr.shape != shape:
         raise InputError(f"the map's FT-LDOS image is {arr.shape[0]}×{arr.shape[1]} but the model was trained on "
                          f"{shape[0]}×{shape[1]} images")
-    return arr, _align_dict(align)
+    a = _align_dict(align)
+    if a is not None:  # what the reader knows of the channel (a height topograph, a dI/dV signal, …)
+        attrs = getattr(img, "attrs", {}) or {}
+        a |= {k: attrs[f"map_{k}"] for k in ("channel_kind", "value_unit") if f"map_{k}" in attrs}
+    return arr, a
 
 
 def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: str) -> bool:
@@ -319,6 +323,11 @@ def predict_cmd(
     res["ood_reasons"] = reasons
     if card is not None:
         res["shipped_model"] = {"name": card["name"], "twist_deg": card["twist_deg"]}
+    if align is not None and align.get("channel_kind") == "height":
+        res["warnings"] = [f"the map is a height topograph (values in {align.get('value_unit')}), not an LDOS / "
+                           "dI/dV map: the models were trained on LDOS maps at the biases of their card, so this U "
+                           "is an extrapolation"]
+        info("warning: " + res["warnings"][0])
     if json_:
         emit_json(json_safe(res | {"map": str(map_)}))
     else:

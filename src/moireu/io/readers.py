@@ -5,8 +5,10 @@
   one number or ``[px, py]``; other keys are kept as metadata). An (M, 3) array without pixel size
   is a per-atom table (x, y, ldos). Object (pickled) arrays are refused.
 * ``.npz`` — keys ``ldos`` (or ``data``/``image``) + ``pixel_size``; or ``x``, ``y``, ``ldos``.
-* tables ``.csv .txt .dat .xyz`` — columns ``x y ldos`` (Å, Å, any unit), comma/whitespace
-  separated, ``#`` comments, an optional header naming ``x``, ``y`` and ``ldos``/``value``/``w``.
+* text ``.csv .txt .dat .xyz .asc`` — a pixel grid with a header giving the scan size and its units, as STM
+  software exports it (:mod:`moireu.io.textgrid`), or a per-atom table: columns ``x y ldos`` (Å, Å, any
+  unit), comma/whitespace separated, ``#`` comments, an optional header naming ``x``, ``y`` and
+  ``ldos``/``value``/``w``.
 * images ``.png .tif .tiff`` (Pillow) — grey-scale 8/16-bit or float; the top row of the file is
   the largest y (display convention); ``pixel_size=`` is required. Colour images are refused.
 * Nanonis ``.sxm`` — parsed here following the documented layout (``:KEY:`` header lines,
@@ -29,6 +31,7 @@ import numpy as np
 from moireu.errors import InputError
 from moireu.io.base import AtomTable, MapData, check_pixel_size
 from moireu.io.registry import register_reader
+from moireu.io.textgrid import parse_text, read_text_grid
 
 
 def sidecar(path: Path) -> dict[str, Any]:
@@ -112,37 +115,32 @@ class NpzReader:
             raise
 
 
-@register_reader(".csv", ".txt", ".dat", ".xyz")
-class TableReader:
-    """Per-atom table ``x y ldos`` (header optional)."""
+@register_reader(".csv", ".txt", ".dat", ".xyz", ".asc")
+class TextReader:
+    """Text: a pixel grid with a header (:mod:`moireu.io.textgrid`), or a per-atom table ``x y ldos``."""
 
-    def read(self, path: Path, **_: Any) -> AtomTable:
-        rows: list[list[float]] = []
-        header: list[str] | None = None
-        for ln, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-            s = line.split("#", 1)[0].strip()
-            if not s:
-                continue
-            parts = [p for p in re.split(r"[,\s;]+", s) if p]
-            try:
-                rows.append([float(p) for p in parts])
-            except ValueError:
-                if rows or header is not None:
-                    raise InputError(f"{path}: line {ln} is not numeric: {line.strip()!r}") from None
-                header = [p.lower() for p in parts]
+    def read(self, path: Path, pixel_size: Any = None, **_: Any) -> MapData | AtomTable:
+        header, rows, bad, names = parse_text(path)
+        if bad is not None:
+            raise InputError(f"{path}: {bad}")
         if not rows:
-            raise InputError(f"{path}: no numeric rows (expected columns x y ldos)")
+            raise InputError(f"{path}: no numeric rows (expected a grid with a header, or columns x y ldos)")
+        grid = read_text_grid(path, header, rows, pixel_size, str(path))
+        if grid is not None:
+            values, ps, meta = grid
+            return _grid(values, ps, str(path), meta)
         ncol = {len(r) for r in rows}
         if len(ncol) != 1:
             raise InputError(f"{path}: rows have different numbers of columns {sorted(ncol)}")
         t = np.array(rows)
         cols = [0, 1, 2]
-        if header is not None:
+        if names is not None:
             try:
-                vcol = next(header.index(n) for n in ("ldos", "value", "w", "weight", "dos") if n in header)
-                cols = [header.index("x"), header.index("y"), vcol]
+                vcol = next(names.index(n) for n in ("ldos", "value", "w", "weight", "dos") if n in names)
+                cols = [names.index("x"), names.index("y"), vcol]
             except (StopIteration, ValueError):
-                raise InputError(f"{path}: header {header} must name columns x, y and ldos") from None
+                raise InputError(f"{path}: header {names} must name columns x, y and ldos (a per-atom table), or "
+                                 "give the scan size (a grid: Surface Size / Width / X Amplitude with units)") from None
         if t.shape[1] < 3:
             raise InputError(f"{path}: need 3 columns (x, y, ldos), found {t.shape[1]}")
         if not np.all(np.isfinite(t[:, cols])):
