@@ -215,3 +215,32 @@ def test_shipped_demo_states_name_their_unresolved_rungs():
         worse = [c for c in p["candidates"].values()
                  if not c["converged"] and c["total_energy"] < p["total_energy"] - SAME_STATE_E]
         assert (p["U"] in info["unresolved"]) == bool(worse), p["U"]
+
+
+def test_concavity_names_the_rungs_below_their_neighbours_chord():
+    """E_HF(U) is concave (a minimum of functions linear in U): a rung below its neighbours' chord proves a
+    neighbour does not hold the lowest state."""
+    sc0 = {k: 0.0 for k in ("kT", "fermi_level", "homo", "lumo", "gap", "staggered_moment", "total_moment",
+                            "charge_spread", "residual", "seconds", "iterations", "energy_margin", "from_U",
+                            "max_moment", "filling")}
+
+    def pt(U, E):
+        return Point("ladder", U, 0.0, "seed", np.zeros((28, 2)), np.zeros((2, 5)), np.zeros((3, 2, 28)),
+                     sc0 | {"U": U, "total_energy": E})
+
+    line = [pt(U, -U) for U in (0.0, 1.0, 2.0, 3.0, 4.0)]  # linear: concave at the margin
+    assert States({"fillings": [0.0]}, {}, np.zeros(1), line).concavity() == []
+    bump = line[:2] + [pt(2.0, -2.0 + 0.02)] + line[3:]  # the state stored at U = 2 is 20 meV too high
+    c = States({"fillings": [0.0]}, {}, np.zeros(1), bump).concavity()
+    assert [(x["U"], x["neighbours"]) for x in c] == [(1.0, [0.0, 2.0]), (3.0, [2.0, 4.0])]
+    assert [x["below_chord_meV"] for x in c] == pytest.approx([-10.0, -10.0])
+    within = line[:2] + [pt(2.0, -2.0 + 1.5 * SAME_STATE_E)] + line[3:]  # round-off, not a state
+    assert States({"fillings": [0.0]}, {}, np.zeros(1), within).concavity() == []
+
+
+@pytest.mark.parametrize("preset,expected", [("demo", [1.75, 2.25]), ("paper", [])])
+def test_shipped_ladders_concavity_is_reported(preset, expected):
+    """The demo ladder's U = 2.0 rung holds a state above its neighbours' (the SCF stall there): the rungs beside
+    it are flagged. The paper ladder, as far as it goes, is concave."""
+    info = States.load(shipped_states_path(preset)).info()
+    assert [c["U"] for c in info["concavity"]] == expected

@@ -103,6 +103,10 @@ def info_cmd(preset: str = PresetOpt, file: Optional[Path] = FileOpt, as_json: b
             info(f"  ! U = {p['U']:.3f}: the {u['candidate']} start stopped unconverged after {u['iterations']} "
                  f"iterations {-u['below_meV']:.2f} meV below the stored state (max moment {u['max_moment']:.4f}): "
                  "the stored state is the lowest converged one, not certified as the HF ground state")
+    for c in d["concavity"]:
+        info(f"  ! U = {c['U']:.3f} lies {-c['below_chord_meV']:.2f} meV below the chord of its neighbours "
+             f"{c['neighbours'][0]:g} and {c['neighbours'][1]:g} eV: E_HF(U) is concave, so a neighbour does not hold "
+             "the lowest state")
     prov = d.get("provenance") or {}
     info(f"  written {prov.get('created')} at commit {prov.get('git_commit')}")
 

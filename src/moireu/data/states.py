@@ -317,6 +317,27 @@ class States:
         if diff:
             raise InputError(f"states {str(self.path)!r} were made with another configuration: " + "; ".join(diff))
 
+    def concavity(self, filling: float = 0.0) -> list[dict[str, Any]]:
+        """Ladder rungs below the chord of their two neighbours: a neighbour does not hold the lowest state.
+
+        For a fixed density matrix the HF energy is linear in U (the Hubbard term is U Σᵢ (nᵢ↑ − n⁰)(nᵢ↓ − n⁰)),
+        so the ground-state energy, a minimum over states, is concave: E(U_k) ≥ the chord through
+        E(U_{k−1}) and E(U_{k+1}). A rung more than :data:`moireu.hf.ground.SAME_STATE_E` below that chord
+        proves that a state lower than the one stored exists at a neighbour (the state of rung k, carried
+        there, lies on the tangent at U_k, below the chord).
+        """
+        from moireu.hf.ground import SAME_STATE_E
+
+        pts = sorted((p for p in self.points("ladder") if p.filling == filling), key=lambda p: p.U)
+        out = []
+        for a, b, c in zip(pts, pts[1:], pts[2:]):
+            w = (b.U - a.U) / (c.U - a.U)
+            d = b.total_energy - ((1 - w) * a.total_energy + w * c.total_energy)
+            if d < -SAME_STATE_E:
+                out.append({"U": b.U, "filling": filling, "below_chord_meV": round(1e3 * d, 3),
+                            "neighbours": [a.U, c.U]})
+        return out
+
     # ------------------------------------------------------------------ report
     def info(self) -> dict[str, Any]:
         """What ``moireu states info --json`` prints: ladder, rungs done, per-point summaries, provenance."""
@@ -329,6 +350,7 @@ class States:
         for nu in self.fillings:
             out.setdefault("rungs", {})[f"{nu:g}"] = {"done": self.rungs_done(nu), "missing": self.rungs_missing(nu)}
         out["unresolved"] = [p.U for p in self.points() if p.unresolved is not None]
+        out["concavity"] = [c for nu in self.fillings for c in self.concavity(nu)]
         out["complete"] = all(not self.rungs_missing(nu) for nu in self.fillings) and bool(
             (self.attrs.get("sweeps") or {}).get("converged"))
         out["points"] = [p.summary() | {"candidates": p.record.get("candidates", {}), "cost": p.record.get("cost"),
