@@ -89,7 +89,7 @@ def model_card(run: str | Path, data: str | Path, blind: list[Path]) -> tuple[di
     blinds = []
     for b in blind:
         e = _read_eval(b)
-        e["dataset_seed"] = _store_seed(e.get("store"))
+        e["dataset_seed"] = _store_seed(e.pop("store", None))  # the seed says which store; its path is local
         blinds.append(e)
     hf, stm, dset = cfg.get("hf", {}), cfg.get("stm", {}), cfg.get("dataset", {})
     card = {
