@@ -146,6 +146,10 @@ def test_sweeps_carry_the_lowest_state_and_stop_when_nothing_changes(tmp_path, m
     # a further sweep repeats no step: every rung was tried from its neighbours' final states
     again = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False)
     assert again.sweep_steps == again.cold_run == again.extras_run == 0
+    # --resweep: every step re-run from the stored states (2 × 8 on 9 rungs), nothing changes, converged again
+    re = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False, resweep=True)
+    assert re.sweep_steps == 16 and re.sweep_lowered == 0 and re.converged and re.extras_run == 0
+    assert {p.U: p.record["state"] for p in States.load(path).points()} == state
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ def build(
     extra: Optional[str] = typer.Option(None, "--extra", help="more U off the ladder, comma list (eV)"),
     sweeps: bool = typer.Option(True, "--sweeps/--no-sweeps", help="sweep the ladder up and down (off: cold rungs only)"),
     max_points: Optional[int] = typer.Option(None, "--max-points", help="stop after this many new cold rungs"),
+    resweep: bool = typer.Option(False, "--resweep", help="sweep every rung again from its neighbours' stored "
+                                 "states (forgetting which it was tried from), until no rung changes"),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="address of a running dask scheduler"),
     workers: int = typer.Option(0, "--workers", "-w", help="LocalCluster workers (0 = one per core)"),
     recompute: bool = typer.Option(False, "--recompute", help="start from scratch, replacing the file"),
@@ -55,7 +57,7 @@ def build(
         extras += heldout_values(cfg).tolist()
     path = Path(out) if out is not None else _path(None, cfg.preset)
     rep = build_states(cfg, path, scheduler=scheduler, workers=workers, extras=extras, recompute=recompute,
-                       sweeps=sweeps, max_points=max_points)
+                       sweeps=sweeps, max_points=max_points, resweep=resweep)
     d = rep.to_dict()
     info(f"states {path}: {d['cold_solved']} cold rung(s), {d['sweep_steps']} sweep step(s) "
          f"({d['sweep_lowered']} lowered), {d['extras_solved']} off-ladder point(s) in {d['seconds']:.0f} s; "

@@ -246,7 +246,7 @@ def open_states(cfg: MoireuConfig, path: Path, recompute: bool = False) -> State
 def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = None, workers: int = 0,
                  extras: Sequence[float] = (), recompute: bool = False, sweeps: bool = True,
                  max_points: int | None = None, progress: bool = True,
-                 progress_every: float = PROGRESS_EVERY, processes: bool = True) -> LadderReport:
+                 progress_every: float = PROGRESS_EVERY, processes: bool = True, resweep: bool = False) -> LadderReport:
     """Find (or continue finding) the ground states of ``cfg`` on its ladder and at ``extras``; write ``out``.
 
     Parameters
@@ -259,6 +259,10 @@ def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = 
     sweeps : run the sweeps (off: cold rungs only, e.g. to get a coarse grid first)
     max_points : stop after this many new cold rungs (a partial file; a rerun continues)
     processes : LocalCluster workers as processes (default) or threads of this process
+    resweep : forget which neighbour states every rung was tried from, so that a full pass re-solves each rung
+        from its neighbours' *stored* states (a check of the stopping rule: an SCF that stalls near a
+        crossing of states can converge from the stored start where it did not from the one in memory);
+        the passes then go on until no step is left, as always
     """
     from moireu.data.build import dask_client
 
@@ -275,6 +279,8 @@ def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = 
         for nu in cfg.states.fillings:
             _cold(client, cfg, st, float(nu), ladder, rep, say, max_points, progress_every)
             if sweeps and not st.rungs_missing(nu):
+                if resweep:
+                    _forget_tried(st, float(nu))
                 _sweeps(client, cfg, st, float(nu), rep, say, progress_every)
             if off and not st.rungs_missing(nu) and (rep.converged or not sweeps):
                 _extras(client, cfg, st, float(nu), off, rep, say, progress_every)
@@ -332,6 +338,15 @@ def _cold(client: Any, cfg: MoireuConfig, st: States, nu: float, ladder: list[fl
         say(f"states: rung U = {u:g} done — {p.branch}, max moment {p.scalars['max_moment']:.3f}"
             + (f", next state +{1e3 * m:.1f} meV" if math.isfinite(m) else "")
             + f" ({r['seconds']:.0f} s; {len(ladder) - len(st.rungs_missing(nu))}/{len(ladder)} rungs)")
+
+
+def _forget_tried(st: States, nu: float) -> None:
+    """Mark every rung of ``nu`` as tried from no neighbour state (the next pass runs every step)."""
+    for p in st.points("ladder"):
+        if p.filling == nu:
+            p.tried_below = p.tried_above = ""
+            st.put(p)
+    st.attrs["sweeps"] = dict(st.attrs.get("sweeps") or {}) | {"converged": False}
 
 
 def _sweeps(client: Any, cfg: MoireuConfig, st: States, nu: float, rep: LadderReport, say: Any, every: float) -> None:
