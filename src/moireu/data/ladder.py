@@ -40,7 +40,7 @@ from moireu.data.states import Point, States, geometry_of, needed_biases
 from moireu.errors import InputError
 from moireu.hf.ground import SAME_STATE_E, SAME_STATE_M, TIE_E
 
-__all__ = ["LadderReport", "build_states", "solve_point"]
+__all__ = ["LadderReport", "blas_threads", "build_states", "solve_point"]
 
 #: seconds between in-solve progress lines
 PROGRESS_EVERY = 30.0
@@ -175,7 +175,17 @@ def point_of(res: Any, branch: str, ldos: np.ndarray, margin: float, kind: str =
     return Point(kind=kind, U=res.U, filling=res.filling, branch=branch, occupations=res.occupations,
                  pair_density=res.pair_density, ldos=ldos, scalars=scalars,
                  record={"converged": bool(res.converged), "git_commit": prov["git_commit"],
-                         "created": prov["created"], "host": prov["host"]})
+                         "created": prov["created"], "host": prov["host"], "blas_threads": blas_threads()})
+
+
+def blas_threads() -> int:
+    """BLAS threads of this process: the floating-point summation order of the eigensolves depends on it, and
+    near a crossing of mean-field states it decides whether an SCF converges (:mod:`moireu.data.verify`
+    recomputes a state with the count it was found with)."""
+    from threadpoolctl import threadpool_info
+
+    n = [int(i.get("num_threads", 1)) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(n) if n else 1
 
 
 def _task(cfg: MoireuConfig, U: float, filling: float, candidates: Sequence[str], starts: Sequence[tuple[str, Any]],

@@ -4,7 +4,9 @@ A ladder rung kept from a cold candidate is re-solved from the cold candidates; 
 sweep is re-solved from the stored state of the rung it came from (``from_U``); a point off the ladder
 from its two ladder neighbours and the cold candidates. The recomputed state must have the same
 branch, its energy must agree to :data:`ENERGY_TOL` and its per-atom LDOS (per spin) to
-:data:`LDOS_RTOL` relative to the largest stored value.
+:data:`LDOS_RTOL` relative to the largest stored value. The recomputation runs with the BLAS thread count
+the state was found with (recorded per point): near a crossing of mean-field states the summation order
+decides whether a carried start converges.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from moireu.config import MoireuConfig
 from moireu.data.ladder import solve_point
@@ -35,6 +38,12 @@ def recompute_point(cfg: MoireuConfig, st: States, U: float, filling: float = 0.
     if p is None:
         raise InputError(f"no stored state at U = {U:g} eV, ν = {filling:g} (stored: "
                          f"{[q.U for q in st.points()]})")
+    # the BLAS thread count the state was found with (every stored state before this field: one thread per worker)
+    with threadpool_limits(limits=int(p.record.get("blas_threads", 1)), user_api="blas"):
+        return _recompute(cfg, st, p, filling)
+
+
+def _recompute(cfg: MoireuConfig, st: States, p: Any, filling: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     if p.branch in SWEEPS.values():
         src = float(p.scalars["from_U"])
