@@ -132,10 +132,16 @@ def cost_summary(st: "object") -> dict:
 
 def cheapest_rung(st: "object", filling: float = 0.0) -> float:
     """The stored ladder rung whose recomputation costs least (a sweep-carried rung: one solve from its
-    neighbour; else the cold rung of the fewest solve seconds)."""
+    neighbour; else the cold rung of the fewest solve seconds), among the rungs ``states info`` does not
+    flag: an unresolved rung, or one in a concavity triple, sits where the SCF is fragile, and a check of
+    the file must not hinge on it."""
     from moireu.data.schema import SWEEPS
 
+    flagged = {p.U for p in st.points("ladder") if p.unresolved is not None}  # type: ignore[attr-defined]
+    for c in st.concavity(filling):  # type: ignore[attr-defined]
+        flagged |= {c["U"], *c["neighbours"]}
     rungs = [p for p in st.points("ladder") if p.filling == filling]  # type: ignore[attr-defined]
+    rungs = [p for p in rungs if p.U not in flagged] or rungs
     if not rungs:
         raise InputError("the states file holds no ladder rung to verify")
 
