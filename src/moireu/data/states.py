@@ -134,9 +134,11 @@ class Point:
         low = [(float(v["total_energy"]) - self.total_energy, k, v)
                for k, v in self.record.get("candidates", {}).items()
                if not v.get("converged", True) and math.isfinite(float(v.get("total_energy", math.nan)))]
-        if not low or min(low)[0] >= -SAME_STATE_E:
+        if not low:
             return None
         d, k, v = min(low, key=lambda t: t[0])
+        if d >= -SAME_STATE_E:
+            return None
         return {"candidate": k, "below_meV": round(1e3 * d, 3), "iterations": int(v.get("iterations", 0)),
                 "max_moment": float(v.get("max_moment", math.nan))}
 
