@@ -180,13 +180,13 @@ class DatasetConfig(_Section):
                                           "The default's starts are all cold, so a point's state is a function of "
                                           "its U alone and stores of any U set agree; adding 'warm' adds the "
                                           "chain predecessor's state (path-dependent where states coexist: "
-                                          "measured, README 'One state per U')")
+                                          "measured, docs/results-demo.md 'One state per U')")
     sweep: bool = Field(False, description="after the solves, sweep the points of each filling up and down in U, "
                         "re-solving each from its neighbour's state and keeping the lower: a state found at one U "
                         "reaches every U of the store where it is lowest (moireu.data.build.sweep_task). Off by "
                         "default: the states then depend on the store's set of U (measured on the demo preset: a "
                         "dense store's sweeps reach a state 4-14 meV lower at 0.25-3.25 eV that a sparse store "
-                        "never finds; README 'Sweeps in U')")
+                        "never finds; docs/results-demo.md 'Sweeps in U')")
 
     @field_validator("U_values")
     @classmethod

@@ -78,7 +78,7 @@ def demo_cmd(
     set_: Optional[List[str]] = SetOpt,
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run directory"),
     full: bool = typer.Option(False, "--full", help="also train the ResNet-18 ensemble and measure robustness "
-                              "under measurement corruptions (README: what it adds and how long it takes)"),
+                              "under measurement corruptions (README: make demo)"),
     force: bool = ForceOpt,
 ) -> None:
     """Run the pipeline end to end and print where the report is."""
@@ -115,7 +115,7 @@ def demo_cmd(
     # maps (noise, drift, piezo scale, strain, orientation drawn per acquisition), which is what `predict`
     # receives; the k-space `mild` augmentation (the registered `cnn_mild`) is not trained here: it perturbs
     # the FT image in ways no measured map does, and it scored worst of the three (held-out 0.210 eV, blind
-    # 0.399 eV on the dense store, README "Learning")
+    # 0.399 eV on the dense store, docs/results-demo.md)
     models = [("cnn", "cnn", [])]
     # ResNet-18 takes the preset's schedule (20 epochs, no early stop): on the 0.5 eV-grid store 20 epochs gave
     # held-out 0.111 eV, 40 epochs 0.217
