@@ -251,8 +251,8 @@ def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool) -> No
 
     tw, q = align.get("twist_deg"), align.get("quality", float("nan"))
     have = ", ".join(f"{c['twist_deg']:.2f}°" for c in cards)
-    why = (f"measured twist {tw:.2f}° (alignment quality {q:.2f}); models for {have}" if q >= QUALITY_MIN else
-           f"no moiré lattice found in the map (alignment quality {q:.2f} < {QUALITY_MIN:g}); models for {have}")
+    why = (f"measured twist {tw:.2f}° (alignment quality {q:.2f})" if q >= QUALITY_MIN else _alignment_reason(align)) \
+        + f"; models for {have}"
     res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "twist_deg": tw, "align": align,
            "ood_reasons": [why], "shipped_models": [{"name": c["name"], "twist_deg": c["twist_deg"]} for c in cards],
            "map": str(map_)}
