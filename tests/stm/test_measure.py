@@ -145,4 +145,6 @@ def test_acquire_is_simulate_then_align(tbg2, tbg2_transform):
     img, cols = acquire(g, ldos, scan, tbg2_transform)
     ref, info = map_to_image(simulate_map(g, ldos, scan), tbg2_transform)
     np.testing.assert_array_equal(img, ref.values)
-    assert cols["scan_rotation_deg"] == 12.0 and cols["measured_twist_deg"] == info.twist_deg
+    assert cols["scan_rotation_deg"] == 12.0
+    # the fit runs through threaded LAPACK: the same map gives the same twist to rounding, not to the bit
+    assert cols["measured_twist_deg"] == pytest.approx(info.twist_deg, rel=1e-12)
