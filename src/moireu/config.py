@@ -288,6 +288,8 @@ class TrainConfig(_Section):
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where networks train: auto = CUDA when "
+                                                   "torch sees a GPU, else the CPU (recorded in train.json)")
     pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
     linear_skip: bool = Field(False, description="cnn: wide & deep linear read-out of the input pixels (off by default: "
                               "on the dense-U demo store the frozen ridge read-out made the cnn worse, held-out MAE "

@@ -92,6 +92,24 @@ def test_train_is_deterministic_and_checkpoint_round_trips(store, tmp_path):
     assert model.get_submodule(model.gradcam_layer) is not None
 
 
+def test_device_choice_is_recorded_and_cpu_stays_deterministic(store, tmp_path, monkeypatch):
+    from moireu.ml.train import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(InputError, match="train.device must be one of"):
+        resolve_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(InputError, match="sees no CUDA device"):
+        resolve_device("cuda")
+    s_auto = train_run(store, tmp_path / "auto", cfg_for("train.epochs=2"), progress=False)
+    s_cpu = train_run(store, tmp_path / "cpu", cfg_for("train.epochs=2", 'train.device="cpu"'), progress=False)
+    assert s_auto["device"]["device"] == s_cpu["device"]["device"] == "cpu"
+    assert s_auto["val_mae"] == s_cpu["val_mae"] and s_cpu["seconds_per_epoch"] > 0
+    with pytest.raises(Exception, match="device"):
+        cfg_for('train.device="gpu"')
+
+
 def test_interrupted_training_resumes_to_identical_weights(store, tmp_path):
     cfg = cfg_for("train.ensemble=2", "train.epochs=3")
     train_run(store, tmp_path / "full", cfg, progress=False)

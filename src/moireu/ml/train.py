@@ -303,14 +303,42 @@ def _init_model(recipe: Recipe, image_shape: tuple[int, int]) -> nn.Module:
     return model
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The torch device of ``train.device``: ``auto`` is CUDA when torch sees a GPU, else the CPU.
+
+    ``cuda`` without a GPU is an error rather than a silent fall-back, so that a run asked to use an
+    accelerator never reports CPU timings as GPU ones.
+    """
+    if name not in DEVICES:
+        raise InputError(f"train.device must be one of {list(DEVICES)}, got {name!r}")
+    has_cuda = torch.cuda.is_available()
+    if name == "cuda" and not has_cuda:
+        raise InputError("train.device = 'cuda' but torch sees no CUDA device (torch "
+                         f"{torch.__version__}, CUDA build {torch.version.cuda}); use 'auto' or 'cpu'")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and has_cuda) else "cpu")
+
+
+def device_record(dev: torch.device) -> dict[str, Any]:
+    """What a run records about where it trained: the device, its name, the torch threads on the CPU."""
+    rec: dict[str, Any] = {"device": dev.type, "torch": str(torch.__version__), "threads": torch.get_num_threads()}
+    if dev.type == "cuda":
+        rec |= {"name": str(torch.cuda.get_device_name(dev)), "cuda": str(torch.version.cuda)}
+    return rec
+
+
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _predict_z(model: nn.Module, x: torch.Tensor, prep: Preprocess, batch: int = 256) -> torch.Tensor:
+    """Standardised predictions of the batches of ``x`` (on the CPU), the model on its own device."""
     model.eval()
-    out = [model(prep.normalise(x[i:i + batch])) for i in range(0, x.shape[0], batch)]
+    dev = next(model.parameters()).device
+    out = [model(prep.normalise(x[i:i + batch].to(dev))).cpu() for i in range(0, x.shape[0], batch)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -336,6 +364,7 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
     from tqdm.auto import tqdm
 
     loss_fn = _loss_fn(recipe.loss)
+    dev = next(model.parameters()).device
     n = xtr.shape[0]
     bs = min(recipe.batch_size, n)
     bar = tqdm(total=n_epochs, initial=st.epoch, desc=desc, unit="epoch", disable=not progress, leave=False,
@@ -353,10 +382,10 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
                     continue
                 xb = xtr[idx]
                 if recipe.augment != "clean":
-                    xb = apply_augment(xb, recipe.augment, gen)
-                xb = prep.normalise(xb)
+                    xb = apply_augment(xb, recipe.augment, gen)  # on the CPU, from the CPU generator
+                xb = prep.normalise(xb.to(dev, non_blocking=True))
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(xb), ytr[idx])
+                loss = loss_fn(model(xb), ytr[idx].to(dev, non_blocking=True))
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"training loss became {loss.item()} at epoch {st.epoch}")
                 loss.backward()
@@ -401,7 +430,7 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
 def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0, *,
                  cal: StoreData | None = None, state_path: str | Path | None = None, resume: bool = True,
                  progress: bool = True, callback: Callable[[dict], None] | None = None,
-                 meta: dict[str, Any] | None = None) -> tuple[RunModel, dict[str, Any]]:
+                 meta: dict[str, Any] | None = None, device: str = "auto") -> tuple[RunModel, dict[str, Any]]:
     """Train ``recipe.ensemble`` members on ``train``, early-stop on ``val``, calibrate on ``cal``.
 
     The difficulty model σ̂ and the normalisation of the out-of-distribution distances are fitted on
@@ -420,6 +449,9 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
         Where the per-epoch resumable state is written (``last.pt``); resumed from when present.
     callback : callable, optional
         Called after every epoch with the epoch record (may raise to stop training).
+    device : {"auto", "cpu", "cuda"}
+        Where the networks train (:func:`resolve_device`); images stay on the CPU and go over batch by
+        batch, the returned members live on the CPU. Recorded in ``info["device"]``.
 
     Returns
     -------
@@ -432,7 +464,9 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
     was_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     try:
         seed_everything(seed)
-        run, info = _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta)
+        dev = resolve_device(device)
+        run, info = _fit_ensemble(train, val, recipe, seed, state_path, resume, progress, callback, meta, dev)
+        info["device"] = device_record(dev)
         return calibrate_run(run, train, val, val if cal is None else cal, recipe.coverage, info)
     finally:
         torch.use_deterministic_algorithms(was_det, warn_only=was_warn)
@@ -440,7 +474,7 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
 
 def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, state_path: str | Path | None,
                   resume: bool, progress: bool, callback: Callable[[dict], None] | None,
-                  meta: dict[str, Any] | None) -> tuple[RunModel, dict[str, Any]]:
+                  meta: dict[str, Any] | None, dev: torch.device) -> tuple[RunModel, dict[str, Any]]:
     prep = Preprocess(train.image_shape, recipe.input_size, recipe.per_image)
     xtr = prep.resize(torch.from_numpy(train.images))
     xva = prep.resize(torch.from_numpy(val.images))
@@ -494,6 +528,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
         model = _init_model(recipe, prep.out_shape)
         if skip_init is not None:
             _init_skip(model, *skip_init)
+        model.to(dev)
         gen = torch.Generator().manual_seed(mseed)
         st = _MemberState(member=k)
         best: dict[str, Any] = {"state": None}
@@ -544,6 +579,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                     w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
                                                  skip_alpha)
                     _init_skip(model, w_all, b_all)
+                model.to(dev)
                 gen = torch.Generator().manual_seed(mseed + 1)
                 opt, sched = make_opt(model, st.best_epoch + 1)
                 st = _MemberState(member=k, phase="retrain")
@@ -695,7 +731,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     train, val, cal = (grid.take(parts[k]) for k in ("train", "val", "cal"))
     fp = store_fingerprint(ds)
     run, info = fit_ensemble(train, val, recipe, seed=cfg.seed, cal=cal, state_path=out / "last.pt", resume=resume,
-                             progress=progress, callback=callback, meta={"store": fp})
+                             progress=progress, callback=callback, meta={"store": fp}, device=tc.device)
     extra = {"image_transform": grid.attrs.get("image_transform", {}), "store": fp,
              "split": {"mode": mode, "seed": PAPER_SEED if mode == "paper" else cfg.seed, "fractions": list(fr),
                        **{k: grid.index[v].tolist() for k, v in parts.items()}},
@@ -707,11 +743,18 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
                "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
                "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
-               "epochs_run": [len(m["history"]) for m in info["members"]], "skip_ridge": info["skip_ridge"]}
+               "epochs_run": [len(m["history"]) for m in info["members"]], "skip_ridge": info["skip_ridge"],
+               "device": info["device"], "seconds_per_epoch": _seconds_per_epoch(info)}
     summary = json_safe(summary)  # a conformal q of +inf (too few calibration images) is written as null
     write_json_atomic(out / "train.json", summary)
     (out / "last.pt").unlink(missing_ok=True)
     return summary
+
+
+def _seconds_per_epoch(info: dict[str, Any]) -> float | None:
+    """Median wall seconds of one training epoch over every member and phase (the recipe's speed figure)."""
+    sec = [h["seconds"] for m in info["members"] for h in m["history"] + m.get("retrain_history", [])]
+    return float(np.median(sec)) if sec else None
 
 
 def with_overrides(recipe: Recipe, **kw: Any) -> Recipe:
