@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 
 # `make paper`: Tanksale & Stauber (arXiv:2602.18890) reproduced beside ours at the paper preset (i = 9),
 # resumable (rerun to continue); PAPER_ARGS overrides, e.g. a tiny check:
-#   make paper PAPER_OUT=runs/paper_tiny PAPER_ARGS="--set lattice.index=2 --set 'dataset.U_values=[0.0,3.0,6.0]' --doc runs/paper_tiny/paper-reproduction.md"
+#   make paper PAPER_OUT=runs/paper_tiny PAPER_ARGS="--set lattice.index=2 --set 'dataset.U_values=[0.0,3.0,6.0]' --keep runs/paper_tiny/kept --doc runs/paper_tiny/paper-reproduction.md"
+# Small results are kept in results/paper (committed): a fresh clone restores them instead of training again.
 PAPER_OUT ?= runs/paper
 PAPER_ARGS ?=
 

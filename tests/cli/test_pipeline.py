@@ -30,3 +30,79 @@ def test_stages_skip_rerun_on_newer_input_and_stop_on_failure(tmp_path):
         p.stage("bad", tmp_path / "run" / "never", ["no-such-command"])
     assert exc.value.exit_code == 2 and p.log[-1]["rc"] == 2
     assert logged == [1, 2, 3, 4]
+
+
+# a stand-in for `python -m moireu ARGS`: writes ARGS[1] bytes of "x" to ARGS[0] (or fails with exit 3)
+_WRITE = ("import sys, pathlib; p = pathlib.Path(sys.argv[1]); p.parent.mkdir(parents=True, exist_ok=True); "
+          "p.write_bytes(b'x' * int(sys.argv[2]))")
+_FAIL = "import sys; sys.exit(3)"
+
+
+def _pipe(tmp_path, run, digest, code):
+    import sys
+
+    p = Pipeline("paper", load_config("demo"), tmp_path / run, kept=tmp_path / "kept", digest=digest)
+    p.exe = [sys.executable, "-c", code]
+    return p
+
+
+def test_kept_results_are_restored_on_a_fresh_run_and_refused_when_stale_or_edited(tmp_path):
+    import json
+
+    from moireu.cli.pipeline import KEEP_MAX_BYTES
+
+    p = _pipe(tmp_path, "a", "d1", _WRITE)
+    res = tmp_path / "a" / "r" / "res.json"
+    p.stage("make", res, [str(res), "7"], keep=("r",))
+    man = json.loads((tmp_path / "kept" / "manifest.json").read_text())
+    e = man["stages"]["make"]
+    assert set(e["files"]) == {"r/res.json"} and e["provenance"]["git_commit"] and e["key"]
+    assert (tmp_path / "kept" / "r" / "res.json").read_bytes() == b"x" * 7
+    # another machine: no run directory, the command would fail, the kept result stands in
+    q = _pipe(tmp_path, "b", "d1", _FAIL)
+    rb = tmp_path / "b" / "r" / "res.json"
+    assert q.reusable("make", [str(rb), "7"])
+    q.stage("make", rb, [str(rb), "7"], keep=("r",))
+    assert q.log[-1]["reused"] and rb.read_bytes() == b"x" * 7
+    # other HF states (digest), other arguments, or an edited kept file: the stage runs again
+    assert not _pipe(tmp_path, "c", "d2", _FAIL).reusable("make", [str(tmp_path / "c" / "r" / "res.json"), "7"])
+    assert not q.reusable("make", [str(rb), "8"])
+    (tmp_path / "kept" / "r" / "res.json").write_bytes(b"y" * 7)
+    assert q.kept.check("make", q.key("make", [str(rb), "7"])) == "kept file r/res.json does not match its checksum"
+    with pytest.raises(typer.Exit) as exc:
+        _pipe(tmp_path, "d", "d1", _FAIL).stage("make", tmp_path / "d" / "r" / "res.json",
+                                                [str(tmp_path / "d" / "r" / "res.json"), "7"], keep=("r",))
+    assert exc.value.exit_code == 3
+    # a file too large to keep is listed, and a stage that must provide it is not reusable without it
+    big = tmp_path / "a" / "big" / "w.pt"
+    p.stage("big", big, [str(big), str(KEEP_MAX_BYTES + 1)], keep=("big",))
+    e = json.loads((tmp_path / "kept" / "manifest.json").read_text())["stages"]["big"]
+    assert e["files"] == {} and e["not_kept"][0].startswith("big/w.pt")
+    r = _pipe(tmp_path, "e", "d1", _FAIL)
+    args = [str(tmp_path / "e" / "big" / "w.pt"), str(KEEP_MAX_BYTES + 1)]
+    assert r.reusable("big", args) and not r.reusable("big", args, needs=("big/w.pt",))
+
+
+def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from moireu.cli import app
+    from moireu.cli.pipeline import Pipeline as P
+
+    calls, skipped = [], []
+    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(): True)
+    monkeypatch.setattr(P, "stage", lambda self, name, *a, **k: calls.append(name))
+    monkeypatch.setattr(P, "skip", lambda self, name, why: skipped.append(name))
+    monkeypatch.setattr("moireu.analysis.reproduction.write_doc", lambda src, doc: None)
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run"),
+                                 "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
+    assert r.exit_code == 0, r.output
+    assert skipped == ["dataset", "paper images"] and "dataset" not in calls
+    assert calls[0] == "train repro cnn_paper seed 0" and calls[-1] == "analysis ours"
+    # nothing kept: the stores are built first
+    calls.clear(), skipped.clear()
+    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(): False)
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run2"),
+                                 "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
+    assert r.exit_code == 0, r.output
+    assert calls[:2] == ["dataset", "paper images"] and not skipped

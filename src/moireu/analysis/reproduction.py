@@ -141,10 +141,17 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
          f"`{run_dir}`; every number below was read from a file of that run.", "",
          "## What has run", ""]
     ran = [s for s in res["stages"] if not s.get("skipped")]
+    reused = [s for s in res["stages"] if s.get("reused")]
     L.append(f"- Setting: lattice index i = {lat.get('index', '?')}, {cfg.get('stm', {}).get('n_pixels', '?')}² "
              f"images, U grid {ds.get('U_values', '?')} eV, {ds.get('heldout', '?')} held-out fractional U, "
              f"biases {ds.get('biases', '?')} eV, preset `{cfg.get('preset', '?')}`.")
-    L.append(f"- Stages recorded: {len(res['stages'])} ({len(ran)} run in the last invocation, the rest reused).")
+    L.append(f"- Stages recorded: {len(res['stages'])}: {len(ran)} run in the last invocation, {len(reused)} "
+             "restored from the kept results (made earlier, see the table below), the rest done already or not "
+             "needed.")
+    made = [s for s in res["stages"] if s.get("made")]
+    if made:
+        L += ["", _md_table(["stage", "made (UTC)", "seconds then"],
+                            [[s["stage"], s["made"], _fmt(s.get("made_seconds"), 0)] for s in made]), ""]
     st = res["store"]
     if st:
         L.append(f"- Store: {st.get('n_samples')} samples ({st.get('n_grid')} grid, {st.get('n_heldout')} held-out), "

@@ -7,6 +7,12 @@ paper mode (reference images) and ours → ``RUN/reproduction.json`` and the Mar
 
 Every stage is a ``moireu`` subcommand in a child process and leaves a marker; a rerun skips what is
 done (the dataset build resumes point by point). ``RUN/stages.json`` records each stage's command.
+
+The small results (evaluation JSON, ``train.json``, curves, weights up to a few MB, analyses and their
+figures) are kept in ``--keep`` (default ``results/paper``, committed to the repository) with their
+key and checksums (:class:`moireu.cli.pipeline.Kept`); a later run, on another machine included,
+restores them instead of training again, builds the stores only when a stage left to run reads them,
+and writes the document from the kept folder alone.
 """
 
 from __future__ import annotations
@@ -30,11 +36,14 @@ def paper_cmd(
     ours: str = typer.Option("cnn", "--ours", help="our model variants (comma-separated registry names)"),
     doc: Path = typer.Option(Path("docs/paper-reproduction.md"), "--doc", help="the Markdown document to write"),
     workers: int = typer.Option(1, "--workers", "-w", help="processes for the paper images"),
+    keep: Path = typer.Option(Path("results/paper"), "--keep", help="folder of the kept results (committed): "
+                              "evaluations, analyses, figures and small weights; a rerun restores what it holds"),
+    no_keep: bool = typer.Option(False, "--no-keep", help="keep nothing; every stage reads and writes --out only"),
+    recompute: bool = typer.Option(False, "--recompute", help="run every stage again, replacing the kept results"),
 ) -> None:
     """Run the paper reproduction end to end (resumable) and write the document."""
     from moireu.analysis.reproduction import write_doc
     from moireu.ml.models import available_models, model_spec
-    from moireu.provenance import write_json_atomic
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -48,38 +57,77 @@ def paper_cmd(
             raise InputError(f"--ours {m!r} is a {model_spec(m).recipe}-recipe variant; choose among "
                              f"{[n for n in available_models() if model_spec(n).recipe == 'ours']}")
     cfg = resolve(preset, config, list(set_ or []))
+    from moireu.data.build import states_digest
+
     out = Path(out)
-    p = Pipeline("paper", cfg, out,
-                 on_stage=lambda log: write_json_atomic(out / "stages.json", {"stages": log, "config": cfg.to_dict()}))
-    conf, stage = p.conf, p.stage
+    digest = states_digest(cfg)
+    p = Pipeline("paper", cfg, out, kept=None if no_keep else keep, digest=digest,
+                 on_stage=lambda log: _stages_json(out, None if no_keep else keep, log, cfg.to_dict(), digest))
+    conf = p.conf
 
     data, pdata = out / "dataset.zarr", out / "paper.zarr"
-    stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
-    stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
-                                  "--workers", str(workers)])
     runs: dict[str, list[Path]] = {"paper": [], "ours": []}
+    later: list[dict] = []  # every stage after the two store builds, in order
     jobs = [("repro", m, pdata, ["--recipe", "paper"]) for m in ("cnn_paper", "resnet18_paper")]
     jobs += [("ours", m, data, ["--recipe", "ours"]) for m in ours_list]
     for sub, m, store, extra in jobs:
         for s in seed_list:
             run = out / sub / f"{m}_s{s}"
-            stage(f"train {sub} {m} seed {s}", run / "checkpoint.pt",
-                  ["train", str(store), "--model", m, *extra, *conf, "--set", f"seed={s}", "--out", str(run),
-                   "--quiet"])
+            rel = f"{sub}/{m}_s{s}"
+            later.append(dict(name=f"train {sub} {m} seed {s}", marker=run / "checkpoint.pt", keep=(rel,),
+                              args=["train", str(store), "--model", m, *extra, *conf, "--set", f"seed={s}",
+                                    "--out", str(run), "--quiet"], ckpt=f"{rel}/checkpoint.pt", store=store))
             for split in ("test", "heldout"):
-                stage(f"evaluate {sub} {m} seed {s} {split}", run / f"eval_{split}.json",
-                      ["evaluate", str(run), str(store), "--split", split])
+                later.append(dict(name=f"evaluate {sub} {m} seed {s} {split}", marker=run / f"eval_{split}.json",
+                                  keep=(f"{rel}/eval_{split}.json",), uses=(f"{rel}/checkpoint.pt",), store=store,
+                                  args=["evaluate", str(run), str(store), "--split", split]))
             runs["paper" if sub == "repro" else "ours"].append(run)
     for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours")):
         adir = out / f"analysis_{k}"
         # interpretability on the first seed of every model
         first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}")]
-        stage(f"analysis {k}", adir / "analysis.json",
-              ["analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
-               f'analysis.mode="{mode}"', "--runs", *[str(r) for r in first]],
-              inputs=tuple(r / "checkpoint.pt" for r in first))
-    write_doc(out, doc)
-    info(f"[paper] finished in {p.minutes:.1f} min; wrote {doc} and {out / 'reproduction.json'}")
+        later.append(dict(name=f"analysis {k}", marker=adir / "analysis.json", keep=(f"analysis_{k}",), store=store,
+                          uses=tuple(f"{r.relative_to(out).as_posix()}/checkpoint.pt" for r in first),
+                          args=["analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
+                                f'analysis.mode="{mode}"', "--runs", *[str(r) for r in first]],
+                          inputs=tuple(r / "checkpoint.pt" for r in first)))
+    if recompute:
+        todo = later
+    else:
+        # a stage runs when its marker is missing and its kept result cannot stand in; what it reads then
+        # (a checkpoint, a store) must exist, so the stages that make those run (or are restored) too
+        todo = [s for s in later if not s["marker"].exists() and not p.reusable(s["name"], s["args"])]
+        uses = {u for s in todo for u in s.get("uses", ())}
+        for s in later:
+            s["needs"] = (s["ckpt"],) if s.get("ckpt") in uses else ()
+        todo = [s for s in later if not s["marker"].exists() and not p.reusable(s["name"], s["args"], s["needs"])]
+    stores = {s["store"] for s in todo}
+    if stores:
+        p.stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
+    else:
+        p.skip("dataset", f"every later stage is kept in {keep}")
+    if pdata in stores:
+        p.stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
+                                        "--workers", str(workers)])
+    else:
+        p.skip("paper images", "no stage left reads the reference images")
+    for s in later:
+        p.stage(s["name"], s["marker"], s["args"], force=recompute, inputs=s.get("inputs", ()), keep=s["keep"],
+                needs=s.get("needs", ()))
+    src = out if no_keep else keep
+    write_doc(src, doc)
+    reused = sum(1 for e in p.log if e.get("reused"))
+    info(f"[paper] finished in {p.minutes:.1f} min ({reused} stage(s) reused from {src}); wrote {doc} and "
+         f"{src / 'reproduction.json'}")
+
+
+def _stages_json(out: Path, keep: Optional[Path], log: list, config: dict, digest: str) -> None:
+    from moireu.provenance import write_json_atomic
+
+    doc = {"stages": log, "config": config, "states_digest": digest}
+    write_json_atomic(out / "stages.json", doc)
+    if keep is not None:
+        write_json_atomic(Path(keep) / "stages.json", doc)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,11 +3,20 @@
 Each stage runs as its own ``moireu`` subcommand in a child process and is skipped when its marker
 file exists (unless forced, or when one of its inputs is newer than the marker). Every stage reads
 the run's own resolved config (``RUN/config.toml``), so all stages see the same settings.
+
+A pipeline may also **keep** the small results of its stages in a folder that is committed to the
+repository (:class:`Kept`, e.g. ``results/paper``), so that they outlive the run directory and the
+session: a stage whose kept result has the stage's key (the command, the resolved config and the
+digest of the HF states the store renders from) and intact files is restored from there instead of
+being run again; a stage that ran is kept as soon as it finishes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +26,100 @@ from typing import Any, Callable
 import typer
 
 from moireu.cli.common import info
+
+#: a file larger than this is not kept (e.g. the 45 MB ResNet-18 checkpoint); its stage reruns when a later
+#: stage needs it
+KEEP_MAX_BYTES = 4 * 1024 * 1024
+#: files of a run directory never kept: resumable scratch state, superseded by the results
+KEEP_SKIP = ("last.pt",)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Kept:
+    """The kept (committed) results of one pipeline: ``ROOT/manifest.json`` and the files it lists.
+
+    The manifest maps every stage name to ``key`` (what the result depends on), ``command``,
+    ``files`` (path relative to the run directory → SHA-256; the file lies at that path under ROOT),
+    ``seconds`` (of the run that made it) and ``provenance`` (version, commit, date, host).
+    A result is *valid* when its key is the stage's and every file is there with its checksum; an
+    edited or truncated file makes the stage run again (and says why).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.path = self.root / "manifest.json"
+        try:
+            self.manifest: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except (OSError, json.JSONDecodeError) as exc:
+            raise OSError(f"kept results {str(self.path)!r} are unreadable ({exc}); restore the file from git "
+                          "or delete it to recompute every stage") from None
+        self.manifest.setdefault("format", "moireu-kept-1")
+        self.manifest.setdefault("stages", {})
+
+    def entry(self, name: str) -> dict[str, Any] | None:
+        return self.manifest["stages"].get(name)
+
+    def check(self, name: str, key: str) -> str | None:
+        """``None`` when the kept result of ``name`` is valid for ``key``, else why not."""
+        e = self.entry(name)
+        if e is None:
+            return "not kept yet"
+        if e.get("key") != key:
+            return "kept with other settings or other HF states"
+        for rel, sha in e.get("files", {}).items():
+            f = self.root / rel
+            if not f.is_file():
+                return f"kept file {rel} is missing"
+            if _sha256(f) != sha:
+                return f"kept file {rel} does not match its checksum"
+        return None
+
+    def restore(self, name: str, run_dir: Path) -> list[str]:
+        """Copy the kept files of ``name`` into ``run_dir`` (where absent or different); their paths."""
+        out = []
+        for rel, sha in self.entry(name)["files"].items():
+            dst = run_dir / rel
+            if not (dst.is_file() and _sha256(dst) == sha):
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(dst.name + ".restoring")
+                shutil.copyfile(self.root / rel, tmp)
+                os.replace(tmp, dst)
+            out.append(rel)
+        return out
+
+    def keep(self, name: str, key: str, run_dir: Path, paths: tuple[str, ...], command: str,
+             seconds: float) -> dict[str, Any]:
+        """Copy the files under ``paths`` (relative to ``run_dir``; a folder: its plain files) into ROOT
+        (each written atomically; large and scratch files skipped) and record them in the manifest."""
+        from moireu.provenance import provenance, write_bytes_atomic, write_json_atomic
+
+        files: dict[str, str] = {}
+        left: list[str] = []
+        for rel in paths:
+            src = run_dir / rel
+            cands = sorted(q for q in src.rglob("*") if q.is_file()) if src.is_dir() else [src] if src.is_file() else []
+            for q in cands:
+                r = q.relative_to(run_dir).as_posix()
+                if q.name in KEEP_SKIP or q.name.endswith((".tmp", ".restoring")):
+                    continue
+                if q.stat().st_size > KEEP_MAX_BYTES:
+                    left.append(f"{r} ({q.stat().st_size / 2**20:.1f} MB)")
+                    continue
+                data = q.read_bytes()
+                write_bytes_atomic(self.root / r, data)
+                files[r] = hashlib.sha256(data).hexdigest()
+        e = {"key": key, "command": command, "files": files, "not_kept": left, "seconds": round(seconds, 1),
+             "provenance": provenance()}
+        self.manifest["stages"][name] = e
+        write_json_atomic(self.path, self.manifest)
+        return e
 
 
 class Pipeline:
@@ -28,11 +131,16 @@ class Pipeline:
     cfg : the resolved :class:`moireu.config.MoireuConfig`, saved to ``out`` (config.toml + provenance)
     out : run directory
     on_stage : called with the stage log after every stage (e.g. to keep a ``stages.json``)
+    kept : folder of the kept results (:class:`Kept`); none: nothing is kept
+    digest : what the stages' results depend on besides the config and the command (the HF states)
     """
 
-    def __init__(self, tag: str, cfg: Any, out: Path, on_stage: Callable[[list[dict]], None] | None = None) -> None:
+    def __init__(self, tag: str, cfg: Any, out: Path, on_stage: Callable[[list[dict]], None] | None = None,
+                 kept: Path | None = None, digest: str = "") -> None:
         from moireu.config import save_resolved
 
+        self.kept = Kept(kept) if kept is not None else None
+        self.digest = digest
         self.tag, self.cfg, self.out = tag, cfg, Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, self.out)
@@ -48,23 +156,61 @@ class Pipeline:
     def minutes(self) -> float:
         return (time.perf_counter() - self.t0) / 60.0
 
+    def key(self, name: str, args: list[str]) -> str:
+        """What the result of stage ``name`` depends on, hashed: its command (run directory as ``RUN``),
+        the resolved config and the pipeline's digest. The code version is recorded, not keyed."""
+        run = str(self.out)
+        cmd = [a.replace(run, "RUN") for a in args]
+        blob = json.dumps({"stage": name, "args": cmd, "config": self.cfg.to_dict(), "digest": self.digest},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def reusable(self, name: str, args: list[str], needs: tuple[str, ...] = ()) -> bool:
+        """Whether stage ``name`` would be restored from the kept results (with the files ``needs``,
+        relative to the run directory, among them or already in the run directory)."""
+        if self.kept is None or self.kept.check(name, self.key(name, args)) is not None:
+            return False
+        have = set(self.kept.entry(name)["files"])
+        return all(r in have or (self.out / r).exists() for r in needs)
+
     def stage(self, name: str, marker: Path, args: list[str], force: bool = False, stdout_to: Path | None = None,
-              inputs: tuple[Path, ...] = ()) -> None:
+              inputs: tuple[Path, ...] = (), keep: tuple[str, ...] = (), needs: tuple[str, ...] = ()) -> None:
         """Run ``moireu ARGS`` unless ``marker`` exists; stop the pipeline (same exit code) on failure.
 
         ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
         ``inputs``: files the stage reads; the stage reruns when one is missing from an earlier run or
         newer than the marker (e.g. the analysis after a second model was trained).
+        ``keep``: paths (relative to the run directory) kept as the stage's result when the pipeline
+        keeps results; the stage is then restored from them instead of run when they are valid and hold
+        ``needs`` (files a later stage reads).
         """
         tag = self.tag
         stale = marker.exists() and any(not p.exists() or p.stat().st_mtime > marker.stat().st_mtime for p in inputs)
         if stale:
             info(f"[{tag}] {name}: inputs changed since {marker.name}, rerunning")
         entry: dict[str, Any] = {"stage": name, "command": "moireu " + " ".join(args)}
+        kept = self.kept if keep else None
+        key = self.key(name, args) if kept is not None else ""
         if marker.exists() and not force and not stale:
             info(f"[{tag}] {name}: done already ({marker}), skipping")
+            if kept is not None and kept.check(name, key) is not None:
+                kept.keep(name, key, self.out, keep, entry["command"], 0.0)
+                info(f"[{tag}] {name}: kept in {kept.root}")
             self._record(entry | {"seconds": 0.0, "skipped": True})
             return
+        if kept is not None and not force and not stale:
+            why = kept.check(name, key)
+            if why is None and self.reusable(name, args, needs):
+                e = kept.entry(name)
+                kept.restore(name, self.out)
+                prov = e.get("provenance", {})
+                info(f"[{tag}] {name}: reused from {kept.root} (made {prov.get('created', '?')} at commit "
+                     f"{str(prov.get('git_commit', '?'))[:10]} in {e.get('seconds', 0):.0f} s)")
+                self._record(entry | {"seconds": 0.0, "skipped": True, "reused": True,
+                                      "made": prov.get("created"), "made_seconds": e.get("seconds")})
+                return
+            if why is not None and kept.entry(name) is not None:
+                info(f"[{tag}] {name}: not reused ({why})")
         info(f"[{tag}] {name}: moireu {' '.join(args)}")
         t0 = time.perf_counter()
         r = subprocess.run([*self.exe, *args], stdout=subprocess.PIPE if stdout_to else subprocess.DEVNULL, text=True)
@@ -78,6 +224,15 @@ class Pipeline:
             info(f"[{tag}] {name} failed (exit {r.returncode}) after {dt:.0f} s; rerun `moireu {tag}` to resume")
             raise typer.Exit(r.returncode)
         info(f"[{tag}] {name}: {dt:.0f} s")
+        if kept is not None:
+            e = kept.keep(name, key, self.out, keep, entry["command"], dt)
+            info(f"[{tag}] {name}: kept {len(e['files'])} file(s) in {kept.root}"
+                 + (f"; too large to keep: {', '.join(e['not_kept'])}" if e["not_kept"] else ""))
+
+    def skip(self, name: str, why: str) -> None:
+        """Record a stage that is not needed (e.g. the dataset when every later stage is reused)."""
+        info(f"[{self.tag}] {name}: not needed ({why})")
+        self._record({"stage": name, "command": "", "seconds": 0.0, "skipped": True, "not_needed": why})
 
     def _record(self, entry: dict) -> None:
         self.log.append(entry)

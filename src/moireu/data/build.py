@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -301,6 +302,30 @@ def check_scheduler_address(address: str) -> str:
         raise InputError(f"--scheduler {address!r} is not a dask scheduler address ({exc}); expected "
                          "[tcp://]host:port, e.g. tcp://10.0.0.5:8786") from None
     return addr if "://" in addr else f"tcp://{addr}"
+
+
+def states_digest(cfg: MoireuConfig) -> str:
+    """What a store of ``cfg`` renders from, as one 16-hex-digit hash.
+
+    The shipped states file of the preset, when it is this configuration's: its fingerprint and the id
+    of the stored state at every point of the plan (a point not stored counts as solved at build time).
+    Otherwise ``"solved:"`` + the config fingerprint: every point is solved by Hartree–Fock. A result
+    made from a store (a trained network, an evaluation) is stale when this digest changes, e.g. after
+    a sweep of the ladder lowered a rung the store holds.
+    """
+    from moireu.data.states import States, shipped_states_path
+
+    path = shipped_states_path(cfg.preset)
+    if not path.is_file():
+        return "solved:" + cfg.fingerprint()
+    states = States.load(path)
+    if states.differences(cfg):
+        return "solved:" + cfg.fingerprint()
+    ids = []
+    for p in make_plan(cfg).points:
+        q = states.get(p.U, p.filling)
+        ids.append([p.split, p.U, p.filling, None if q is None else q.state_id])
+    return hashlib.sha256(json.dumps([states.fingerprint, ids]).encode()).hexdigest()[:16]
 
 
 @contextlib.contextmanager
