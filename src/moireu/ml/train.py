@@ -329,8 +329,16 @@ def device_record(dev: torch.device) -> dict[str, Any]:
     return rec
 
 
+def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    """The network on ``dev`` with its convolution weights channels-last (NHWC): the same arithmetic
+    in another memory order, 1.3–1.8× faster training on the CPU (``benchmarks/paper_recipe_epoch.py``)."""
+    return model.to(dev, memory_format=torch.channels_last)
+
+
 def _state_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    """A CPU copy of the weights, contiguous (NCHW) whatever the training layout was."""
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format, copy=True)
+            for k, v in module.state_dict().items()}
 
 
 @torch.inference_mode()
@@ -528,7 +536,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
         model = _init_model(recipe, prep.out_shape)
         if skip_init is not None:
             _init_skip(model, *skip_init)
-        model.to(dev)
+        _on_device(model, dev)
         gen = torch.Generator().manual_seed(mseed)
         st = _MemberState(member=k)
         best: dict[str, Any] = {"state": None}
@@ -579,7 +587,7 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
                     w_all, b_all = ridge_readout(prep.normalise(torch.cat([xtr, xva])), torch.cat([ytr, yva]),
                                                  skip_alpha)
                     _init_skip(model, w_all, b_all)
-                model.to(dev)
+                _on_device(model, dev)
                 gen = torch.Generator().manual_seed(mseed + 1)
                 opt, sched = make_opt(model, st.best_epoch + 1)
                 st = _MemberState(member=k, phase="retrain")
