@@ -94,6 +94,18 @@ def test_report_degrades_gracefully(tmp_path):
         write_report(tmp_path / "missing")
 
 
+def test_report_leads_with_the_kept_paper_table(tmp_path):
+    import json
+
+    (tmp_path / "run").mkdir()
+    rep = tmp_path / "reproduction.json"
+    rep.write_text(json.dumps({"config": {"lattice": {"index": 9}}, "note": "n",
+                               "rows": [{"source": "ours", "model": "cnn", "test_mae": "0.05", "runs": 1}]}))
+    html = write_report(tmp_path / "run", paper=rep).read_text()
+    assert "Paper / reproduction / ours — lattice index i = 9" in html and "0.05" in html
+    assert "not in this run" in write_report(tmp_path / "run").read_text()
+
+
 def test_metric_cell_formats():
     assert metric_cell({"MAE": 0.5, "MAE_std": 0.05}, "mae") == "0.500 ± 0.05"
     assert metric_cell({"test": 1}, "r2") == "–"

@@ -251,7 +251,7 @@ def _stage_section(folder: Path, what: str, json_name: str | None = None, prefer
     return "".join(out)
 
 
-def _metrics_section(run_dir: Path, analysis: dict[str, Any] | None) -> str:
+def _metrics_section(run_dir: Path, analysis: dict[str, Any] | None, paper: str | Path | None = None) -> str:
     headers = ["model", "test MAE (eV)", "test RMSE (eV)", "test R²", "test cov90", "held-out MAE (eV)",
                "held-out RMSE (eV)", "held-out R²", "held-out cov90"]
     cols = ("mae", "rmse", "r2", "coverage90")
@@ -280,12 +280,16 @@ def _metrics_section(run_dir: Path, analysis: dict[str, Any] | None) -> str:
     ss = ('<p class="small">Split (same as the ML stage): '
           + ", ".join(f"{k} {v}" for k, v in sizes.items()) + f" samples. {_esc(REFERENCE_NOTE)}</p>"
           if sizes else f'<p class="small">{_esc(REFERENCE_NOTE)}</p>')
-    return _reproduction_table(run_dir) + note + _table(headers, rows, classes) + ss
+    return _reproduction_table(run_dir, paper) + note + _table(headers, rows, classes) + ss
 
 
-def _reproduction_table(run_dir: Path) -> str:
-    """The paper / reproduction / ours table of ``RUN/reproduction.json`` (written by ``make paper``)."""
+def _reproduction_table(run_dir: Path, paper: str | Path | None = None) -> str:
+    """The paper / reproduction / ours table of ``RUN/reproduction.json`` (written by ``make paper``), else
+    of ``paper`` (the kept results of ``make paper``), with the setting it was measured at."""
     rep = _read_json(run_dir / "reproduction.json")
+    src = run_dir / "reproduction.json"
+    if (not isinstance(rep, dict) or not rep.get("rows")) and paper is not None:
+        rep, src = _read_json(Path(paper)), Path(paper)
     if not isinstance(rep, dict) or not rep.get("rows"):
         return ('<p class="small">Reproduction of the paper on the same data: not in this run '
                 '(<code>make paper</code> writes it).</p>')
@@ -297,7 +301,9 @@ def _reproduction_table(run_dir: Path) -> str:
                                                                             "heldout_mae", "heldout_rmse",
                                                                             "heldout_r2")] + [r.get("runs", "")])
         classes.append("ref" if r["source"] == "paper" else "")
-    return ("<h3>Paper / reproduction / ours</h3>" + _table(headers, rows, classes)
+    lat = (rep.get("config") or {}).get("lattice", {})
+    where = f" — lattice index i = {lat.get('index', '?')}, from {src}"
+    return (f"<h3>Paper / reproduction / ours{_esc(where)}</h3>" + _table(headers, rows, classes)
             + f'<p class="small">{_esc(rep.get("note", ""))}</p>')
 
 
@@ -451,8 +457,12 @@ def _provenance_section(run_dir: Path, analysis: dict[str, Any] | None) -> str:
     return "".join(out)
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write the self-contained HTML report of ``run_dir`` (default ``RUN_DIR/report.html``); returns its path."""
+def write_report(run_dir: str | Path, out: str | Path | None = None, paper: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of ``run_dir`` (default ``RUN_DIR/report.html``); returns its path.
+
+    ``paper``: a ``reproduction.json`` of ``moireu paper`` (e.g. the kept ``results/paper/reproduction.json``)
+    whose paper / reproduction / ours table leads the metrics when the run holds none of its own.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory {str(run_dir)!r} does not exist")
@@ -466,7 +476,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     adir = run_dir / "analysis"
     analysis = _read_json(adir / "analysis.json")
     sections = [
-        ("metrics", "Regression metrics: reproduction of the paper, and ours", _metrics_section(run_dir, analysis)),
+        ("metrics", "Regression metrics: reproduction of the paper, and ours", _metrics_section(run_dir, analysis, paper)),
         ("setup", "Physical setup and parameters", _setup_section(cfg)),
         ("bands", "Band structure", _stage_section(run_dir / "bands", "band structure (moireu bands)", "bands.json",
                                                    ["bands.png"])),

@@ -76,12 +76,15 @@ def analyze_cmd(
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="run directory (layout of docs/ARCHITECTURE.md)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file (default RUN_DIR/report.html)"),
+    paper: Optional[Path] = typer.Option(Path("results/paper/reproduction.json"), "--paper",
+                                         help="the paper / reproduction / ours table shown when the run has none "
+                                         "(default: the kept results of make paper)"),
     json_out: bool = JsonOpt,
 ) -> None:
     """One self-contained HTML report (figures embedded) of a run directory; missing parts say 'not run'."""
     from moireu.analysis.report import write_report
 
-    path = write_report(run_dir, out)
+    path = write_report(run_dir, out, paper=paper if paper is not None and paper.is_file() else None)
     info(f"report: {path.resolve()}")
     if json_out:
         emit_json({"report": str(path.resolve())})
