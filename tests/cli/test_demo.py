@@ -43,6 +43,9 @@ def test_demo_end_to_end_and_resume(tmp_path):
     assert [m["name"] for m in analysis["models"]] == ["cnn", "resnet18"]
     assert analysis["crossover"]["estimates"]
     assert not (out / "train_cnn_mild").exists()  # the demo trains on the measurement model only
+    sweep = json.loads((out / "hf" / "sweep.json").read_text())
+    assert sweep["points"][0]["energy_meV"] == 0.0 and "total_energy" not in sweep["points"][0]
+    assert "energy_meV" in html and isinstance(sweep["energy_reference"][0]["total_energy_eV"], float)
 
     # rerun: every stage but the (idempotent) dataset build and the report is skipped
     demo(out, "--full")

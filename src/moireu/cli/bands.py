@@ -40,39 +40,6 @@ def compute_bands(cfg, progress: bool = True) -> dict:
             "energies": energies, "dos": d, "summary": out}
 
 
-def plot_bands(res: dict, path: Path) -> None:
-    """Band structure (±250 meV around E_F) and DOS side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from moireu.lattice import central_bands
-    from moireu.provenance import atomic_path
-
-    s = res["summary"]
-    ef = s["fermi_level_eV"]
-    fig, (ax, axd) = plt.subplots(1, 2, figsize=(7.5, 4.2), sharey=True, gridspec_kw={"width_ratios": [3, 1]})
-    e = 1e3 * (res["e_path"] - ef)
-    ax.plot(res["dist"], e, color="0.55", lw=0.8)
-    ax.plot(res["dist"], central_bands(e, res["model"].n_orb), color="C3", lw=1.4)
-    for t in res["ticks"]:
-        ax.axvline(t, color="0.8", lw=0.6)
-    ax.axhline(0, color="k", lw=0.5, ls="--")
-    ax.set_xticks(res["ticks"], res["labels"])
-    ax.set_xlim(res["dist"][0], res["dist"][-1])
-    ax.set_ylim(-250, 250)
-    ax.set_ylabel("E − E_F (meV)")
-    ax.set_title(f"TBG i={s['index']}: θ={s['theta_deg']:.3f}°, d={s['interlayer_distance']:.3f} Å, "
-                 f"W={s['central_bandwidth_meV']:.1f} meV", fontsize=9)
-    axd.plot(res["dos"], 1e3 * (res["energies"] - ef), color="C0")
-    axd.set_xlabel("DOS (states/eV/cell)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
-
-
 def bands_cmd(
     preset: Optional[str] = PresetOpt,
     config: Optional[Path] = ConfigOpt,
@@ -82,13 +49,15 @@ def bands_cmd(
     force: bool = ForceOpt,
 ) -> None:
     """Band structure K–Γ–M–K + DOS of the TBG model; writes bands.png and bands.json."""
+    from moireu.lattice import central_bands
+    from moireu.plot.lattice import plot_bands
     from moireu.provenance import provenance, write_json_atomic
 
     cfg = resolve(preset, config, set_)
     out = prepare_run_dir(out, cfg, "bands.json", force=True if json_ else force)
     info(f"TBG i={cfg.lattice.index}, d={cfg.lattice.interlayer_distance} Å, cutoff={cfg.lattice.cutoff} Å")
     res = compute_bands(cfg)
-    plot_bands(res, out / "bands.png")
+    plot_bands(res, central_bands(res["e_path"], res["model"].n_orb), out / "bands.png")
     summary = res["summary"]
     write_json_atomic(out / "bands.json", summary | {"provenance": provenance()})
     info(f"central bandwidth {summary['central_bandwidth_meV']:.2f} meV; wrote {out / 'bands.png'}")

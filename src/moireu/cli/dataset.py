@@ -101,9 +101,9 @@ def export_png_cmd(
     cmap: str = typer.Option("magma", "--cmap", help="matplotlib colour map"),
 ) -> None:
     """Colour-mapped PNGs of the images (for looking; the store keeps the float32 data) + overview.png."""
-    import matplotlib
+    from moireu.plot import is_colormap
 
-    if cmap not in matplotlib.colormaps:
+    if not is_colormap(cmap):
         raise InputError(f"--cmap {cmap!r} is not a matplotlib colour map (e.g. magma, viridis, gray)")
     from moireu.data.info import export_png
 

@@ -32,13 +32,16 @@ def _has_point_ldos(data: Path) -> bool:
 def sweep_from_store(data: Path, out: Path) -> None:
     """HF order parameters vs U (one row per solve point) from the dataset store → sweep.json + sweep.png.
 
+    Energies are per moiré cell, as ``energy_meV`` = E − E(lowest U of the same filling) in meV; the
+    reference totals are in ``energy_reference``.
+
     The dataset build already solved HF at every U; this reuses those solutions instead of a second sweep.
     Rows come from the store's point dimension (``point_U``, ``point_filling``) and the schema's HF fields.
     """
     import numpy as np
 
     from moireu.data import schema as sc
-    from moireu.hf.driver import plot_sweep
+    from moireu.plot.hf import plot_sweep
     from moireu.provenance import write_json_atomic
 
     ds = sc.open_store(data)
@@ -53,9 +56,18 @@ def sweep_from_store(data: Path, out: Path) -> None:
         r = {"U": float(U[p]), "filling": float(nu[p])}
         r |= {rk: cols[sk][i].item() for rk, sk in sc.HF_FIELDS.items()}
         rows.append(r)
+    # total energies per moiré cell are ~ −10³ eV and differ by meV: the table shows E − E(lowest U of the
+    # same filling) in meV, the reference energy once
+    ref = {}
+    for r in rows:
+        ref.setdefault(r["filling"], (r["U"], r["total_energy"]))
+    for r in rows:
+        r["energy_meV"] = round(1e3 * (r.pop("total_energy") - ref[r["filling"]][1]), 3)
     out.mkdir(parents=True, exist_ok=True)
     its = [r["iterations"] for r in rows]
     write_json_atomic(out / "sweep.json", {"source": str(data), "points": rows,
+                                           "energy_reference": [{"filling": nu, "U": u, "total_energy_eV": e}
+                                                                for nu, (u, e) in ref.items()],
                                            "all_converged": all(r["converged"] for r in rows),
                                            "median_iterations": float(np.median(its)) if its else None})
     plot_sweep(rows, out / "sweep.png", title=f"HF order parameters of the dataset solves ({len(rows)} U values)")

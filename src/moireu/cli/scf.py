@@ -104,7 +104,8 @@ def sweep_cmd(
     """Warm-started U sweep; writes OUT/sweep.json, OUT/sweep.png and OUT/results/U_*.nc."""
     import numpy as np
 
-    from moireu.hf.driver import parse_range, plot_sweep, solve_kwargs, sweep_U, system_from_config
+    from moireu.hf.driver import parse_range, solve_kwargs, sweep_U, system_from_config
+    from moireu.plot.hf import plot_sweep
     from moireu.provenance import provenance, write_json_atomic
 
     values = parse_range(U)

@@ -71,7 +71,7 @@ def stm_cmd(
     from moireu.hf import CoulombParams, HFResult, HFSystem
     from moireu.lattice import build_tbg
     from moireu.provenance import atomic_path, provenance, write_json_atomic
-    from moireu.stm.plot import stm_figure
+    from moireu.plot.stm import stm_figure
     from moireu.stm.simulate import parse_biases_mev, simulate_stm
 
     res = HFResult.load(result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -96,32 +95,6 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _display_range(img: np.ndarray) -> tuple[float, float]:
-    """Colour range for looking: the 1st–99.5th percentiles (FT-LDOS is dominated by a few peaks)."""
-    lo, hi = np.percentile(img, [1.0, 99.5])
-    return float(lo), float(hi if hi > lo else lo + 1.0)
-
-
-def _png_bytes(img: np.ndarray, cmap: str, title: str | None = None) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    lo, hi = _display_range(img)
-    if title is None:
-        plt.imsave(buf, img, cmap=cmap, origin="lower", format="png", vmin=lo, vmax=hi)
-    else:
-        fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
-        ax.imshow(img, cmap=cmap, origin="lower", vmin=lo, vmax=hi)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        plt.close(fig)
-    return buf.getvalue()
-
-
 def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: int | None = None,
                cmap: str = "magma", progress: bool = True) -> list[Path]:
     """Write each image as ``<split>_U<U>_nu<ν>_b<bias>_v<variation>.png`` plus ``overview.png``.
@@ -130,6 +103,8 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
     number of per-sample files (``None``: all). ``overview.png`` shows one image per (split, U, ν)
     (bias closest to 0, variation 0).
     """
+    from moireu.plot.data import image_png, overview_figure
+
     if limit is not None and limit < 0:
         raise InputError(f"--limit must be ≥ 0, got {limit}")
     ds = open_store(path)
@@ -155,7 +130,7 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         if i // bs != block[0]:  # read whole chunks, not one chunk per image
             block = (i // bs, sc.values(ds, "image", slice((i // bs) * bs, (i // bs + 1) * bs)))
         img = block[1][i - block[0] * bs]
-        written.append(write_bytes_atomic(out / name, _png_bytes(img, cmap)))
+        written.append(write_bytes_atomic(out / name, image_png(img, cmap)))
     # overview: one per point
     pick: dict[tuple[str, float, float], int] = {}
     for i in range(n):
@@ -165,27 +140,10 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
         if j is None or score < (abs(meta["bias"].values[j]), int(meta["variation"].values[j])):
             pick[key] = i
     if pick:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         keys = sorted(pick, key=lambda k: ({"grid": 0}.get(k[0], 1), k[1], k[2]))
-        ncol = min(6, len(keys))
-        nrow = int(np.ceil(len(keys) / ncol))
-        fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 * ncol, 2.3 * nrow), squeeze=False)
         ext = [float(ds["kx"].min()), float(ds["kx"].max()), float(ds["ky"].min()), float(ds["ky"].max())]
-        for ax in axes.ravel():
-            ax.axis("off")
-        for ax, k in zip(axes.ravel(), keys):
-            img = sc.values(ds, "image", pick[k])
-            lo, hi = _display_range(img)
-            ax.imshow(img, cmap=cmap, origin="lower", extent=ext, vmin=lo, vmax=hi)
-            ax.set_title(f"{k[0]} U={k[1]:.2f} eV ν={k[2]:+g}", fontsize=7)
-        fig.suptitle("FT-LDOS (kx, ky in Å⁻¹), bias ≈ 0, variation 0; colours clipped to the "
-                     "1st–99.5th percentile", fontsize=9)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        written.append(write_bytes_atomic(out / "overview.png", buf.getvalue()))
+        written.append(overview_figure((sc.values(ds, "image", pick[k]) for k in keys),
+                                       [f"{k[0]} U={k[1]:.2f} eV ν={k[2]:+g}" for k in keys], ext, cmap,
+                                       "FT-LDOS (kx, ky in Å⁻¹), bias ≈ 0, variation 0; colours clipped to the "
+                                       "1st–99.5th percentile", out / "overview.png"))
     return written

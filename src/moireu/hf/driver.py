@@ -6,15 +6,13 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
 from moireu.errors import InputError
 from moireu.hf.coulomb import CoulombParams
 from moireu.hf.ground import ground_state
 from moireu.hf.result import HFResult
 from moireu.hf.system import HFSystem
 
-__all__ = ["system_from_config", "solve_kwargs", "sweep_U", "parse_range", "plot_sweep"]
+__all__ = ["system_from_config", "solve_kwargs", "sweep_U", "parse_range"]
 
 
 def system_from_config(cfg, model=None) -> HFSystem:
@@ -100,35 +98,3 @@ def sweep_U(system: HFSystem, U_values: Sequence[float], kwargs: dict[str, Any],
         if on_point is not None:
             on_point(U, res)
     return results
-
-
-def plot_sweep(rows: list[dict], path: Path, title: str = "") -> None:
-    """Moments and charge spread vs U (two panels), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from moireu.provenance import atomic_path
-
-    U = np.array([r["U"] for r in rows])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(8.0, 3.4))
-    a1.plot(U, [r["max_moment"] for r in rows], "o-", label="max |m_i|")
-    a1.plot(U, [r["staggered_moment"] for r in rows], "s-", label="staggered")
-    if all("total_moment" in r for r in rows):
-        a1.plot(U, [abs(r["total_moment"]) / max(r.get("n_orb", 1), 1) for r in rows], "^-", label="|Σm|/N")
-    bad = [r["U"] for r in rows if not r["converged"]]
-    for b in bad:
-        a1.axvline(b, color="r", lw=0.8, ls=":")
-    a1.set_xlabel("U (eV)")
-    a1.set_ylabel("moment (μ_B per site)")
-    a1.legend(fontsize=8)
-    a2.plot(U, [1e3 * r["charge_spread"] for r in rows], "o-", color="C3")
-    a2.set_xlabel("U (eV)")
-    a2.set_ylabel("charge spread max−min (10⁻³ e)")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)

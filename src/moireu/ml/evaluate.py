@@ -14,7 +14,6 @@ other store go to ``out`` (a separate folder) or only to the caller, never into 
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,7 +27,7 @@ from moireu.ml.augment import get_profile, profile_names
 from moireu.ml.data import StoreData, load_split, open_dataset, split_indices, store_fingerprint, stratified_split
 from moireu.ml.predict import LoadedRun, load_run
 from moireu.ml.uncertainty import RunModel, interval_coverage
-from moireu.provenance import json_safe, write_bytes_atomic, write_json_atomic
+from moireu.provenance import json_safe, write_json_atomic
 
 __all__ = ["metrics", "evaluate_arrays", "score_details", "select_split", "evaluate_run", "robustness_table", "format_table"]
 
@@ -127,49 +126,6 @@ def select_split(ds, meta: dict[str, Any], split: str) -> tuple[StoreData, bool]
     return grid.take(parts[split]), same
 
 
-def _fig_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def plot_parity_residual(res: dict[str, Any], run_dir: Path, tag: str, title: str) -> list[Path]:
-    """Parity (Û vs U with intervals) and residual (Û − U vs U) PNGs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    a = res["arrays"]
-    y, p, lo, hi = a["U"], a["pred"], a["lower"], a["upper"]
-    lim = [min(y.min(), p.min()) - 0.2, max(y.max(), p.max()) + 0.2]
-    fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    ax.errorbar(y, p, yerr=[p - lo, hi - p], fmt="o", ms=2.5, lw=0.4, alpha=0.5, capsize=0)
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.set_xlim(lim)
-    ax.set_ylim(lim)
-    ax.set_xlabel("true U (eV)")
-    ax.set_ylabel("predicted U (eV)")
-    ax.set_title(f"{title}\nMAE {res['mae']:.3f} eV · R² {res['r2']:.3f} · cov {res['coverage90']:.2f}", fontsize=8)
-    fig.tight_layout()
-    p1 = write_bytes_atomic(run_dir / f"parity_{tag}.png", _fig_png(fig))
-    fig, ax = plt.subplots(figsize=(5.0, 3.2))
-    ax.scatter(y, p - y, s=6, alpha=0.6)
-    ax.axhline(0, color="k", lw=0.8)
-    rows = res["per_U"]
-    ax.plot([r["U"] for r in rows], [r["mean_pred"] - r["U"] for r in rows], "r-", lw=1, label="mean per U")
-    ax.set_xlabel("true U (eV)")
-    ax.set_ylabel("residual Û − U (eV)")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    p2 = write_bytes_atomic(run_dir / f"residual_{tag}.png", _fig_png(fig))
-    return [p1, p2]
-
-
 def evaluate_run(run_dir: str | Path, data: str | Path, split: str = "test", augment: str | None = None,
                  seed: int = 0, write: bool = True, out: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a run on a split of a store.
@@ -199,6 +155,8 @@ def evaluate_run(run_dir: str | Path, data: str | Path, split: str = "test", aug
     result["written_to"] = None if dest is None else str(dest.resolve())
     result = json_safe(result)
     if dest is not None:
+        from moireu.plot.ml import plot_parity_residual
+
         dest.mkdir(parents=True, exist_ok=True)
         plot_parity_residual(res, dest, tag, f"{run.meta['model']} ({run.meta['recipe']['name']}) · {tag}"
                              + ("" if same else " · other store"))

@@ -676,37 +676,6 @@ def checkpoint_dict(run: RunModel, recipe: Recipe, info: dict[str, Any], extra: 
     }
 
 
-def plot_curves(info: dict[str, Any], path: str | Path, title: str = "") -> Path:
-    """Training/validation loss per epoch for every member (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for mi in info["members"]:
-        h = mi["history"]
-        ep = [r["epoch"] + 1 for r in h]
-        (line,) = axes[0].plot(ep, [r["train_loss"] for r in h], lw=1, label=f"train m{mi['member']}")
-        axes[0].plot(ep, [r.get("val_loss", np.nan) for r in h], lw=1, ls="--", color=line.get_color(),
-                     label=f"val m{mi['member']}")
-        axes[0].axvline(mi["best_epoch"] + 1, color=line.get_color(), lw=0.5, alpha=0.5)
-        axes[1].plot(ep, [r.get("val_mae_eV", np.nan) for r in h], lw=1, color=line.get_color())
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("epoch")
-    axes[0].set_ylabel("loss")
-    axes[0].legend(fontsize=6, ncol=2)
-    axes[1].set_xlabel("epoch")
-    axes[1].set_ylabel("validation MAE (eV)")
-    axes[1].set_yscale("log")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue())
-
-
 def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = True, progress: bool = True,
               callback: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Train on a dataset store and write a run directory.
@@ -745,6 +714,8 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
                        **{k: grid.index[v].tolist() for k, v in parts.items()}},
              "config": cfg.to_dict(), "provenance": provenance(), "data_path": str(Path(data).resolve())}
     save_torch_atomic(checkpoint_dict(run, recipe, info, extra), out / "checkpoint.pt")
+    from moireu.plot.ml import plot_curves
+
     plot_curves(info, out / "curves.png", f"{recipe.model} · recipe {recipe.name} · K={recipe.ensemble}")
     summary = {"model": recipe.model, "recipe": recipe.to_dict(), "n_train": info["n_train"], "n_val": info["n_val"],
                "n_cal": info["n_cal"], "n_test": int(parts["test"].size), "split": tc.split,

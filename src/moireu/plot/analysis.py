@@ -6,24 +6,20 @@ uneven width (:func:`cell_edges`), never an evenly spaced index axis relabelled 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from moireu.provenance import write_bytes_atomic
+from moireu.plot import pyplot, save_png
 
 DPI = 110
 REGION_COLORS = {"central": "#1f77b4", "bragg": "#d62728", "satellites": "#2ca02c", "other": "#7f7f7f"}
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    """pyplot (Agg) with the analysis figures' font sizes and dpi."""
+    plt = pyplot()
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.dpi": DPI})
     return plt
 
@@ -34,11 +30,8 @@ def save(fig, path: str | Path) -> Path:
     Always with a tight bounding box (0.05 in pad): constrained layout alone can leave the tick
     labels of the right-most colour bar outside the canvas.
     """
-    plt = _plt()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.05)
-    plt.close(fig)
-    return write_bytes_atomic(path, buf.getvalue())
+    _plt()
+    return save_png(fig, path, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
 
 
 def _extent(kx: np.ndarray, ky: np.ndarray) -> list[float]:

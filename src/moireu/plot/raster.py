@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from moireu.errors import InputError
+from moireu.plot import use_agg
 
 __all__ = ["RasterSpec", "render_png", "png_to_gray", "paper_raster", "luma"]
 
@@ -58,9 +59,7 @@ def render_png(amplitude: np.ndarray, spec: RasterSpec = RasterSpec()) -> bytes:
         raise InputError(f"amplitude must be a 2-D array, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise InputError("amplitude contains NaN or inf")
-    import matplotlib
-
-    matplotlib.use("Agg")
+    use_agg()
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(spec.figsize_in, spec.figsize_in), dpi=spec.dpi)

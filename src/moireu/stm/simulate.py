@@ -128,7 +128,7 @@ def u_comparison_figure(cfg: Any, U_values: Sequence[float] = (0.0, 6.0), path: 
     """
     from moireu.hf import CoulombParams, HFSystem
     from moireu.lattice import build_tbg
-    from moireu.stm.plot import comparison_figure
+    from moireu.plot.stm import comparison_figure
 
     lat, hf = cfg.lattice, cfg.hf
     model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance, cutoff=lat.cutoff)

@@ -1,8 +1,10 @@
 """Figures for looking at STM results (PNG, colour-mapped): never used as data.
 
 The stored data are the float32 arrays (:func:`moireu.stm.ftldos.ftldos`,
-:func:`moireu.stm.patch.render_map`); these functions only draw them, with the Bragg peaks of both
-layers and the moiré satellites marked on the FT-LDOS.
+:func:`moireu.stm.patch.render_map`); these functions only draw them (DataArrays with coordinates
+``x, y`` in Å or ``kx, ky`` in Å⁻¹), with the Bragg peaks of both layers and the moiré satellites
+(``peaks``: the plain dict of arrays ``bragg``, ``bragg_layer``, ``moire`` of the simulation) marked
+on the FT-LDOS.
 """
 
 from __future__ import annotations
@@ -12,14 +14,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from moireu.plot import pyplot, save_png
 
-def _plt():
-    import matplotlib
+DPI = 130
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+__all__ = ["draw_map", "draw_ft", "stm_figure", "comparison_figure"]
 
 
 def draw_map(ax: Any, m: Any, title: str = "", cmap: str = "inferno") -> Any:
@@ -60,21 +59,9 @@ def draw_ft(ax: Any, img: Any, peaks: dict[str, np.ndarray] | None = None, title
     return im
 
 
-def save_fig(fig: Any, path: str | Path, dpi: int = 130) -> Path:
-    """Save atomically as PNG and close."""
-    from moireu.provenance import atomic_path
-
-    plt = _plt()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return path
-
-
 def stm_figure(m: Any, img: Any, peaks: dict[str, np.ndarray] | None, path: str | Path, title: str = "") -> Path:
     """Two panels: rendered LDOS map and FT-LDOS with peaks marked."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(10, 4.6))
     fig.colorbar(draw_map(a0, m, "simulated STM map (tip-height p_z spots)"), ax=a0, shrink=0.8)
     fig.colorbar(draw_ft(a1, img, peaks, "FT-LDOS |F(k)| (" + str(img.attrs.get("normalize", "")) + ")"),
@@ -82,13 +69,13 @@ def stm_figure(m: Any, img: Any, peaks: dict[str, np.ndarray] | None, path: str 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_fig(fig, path)
+    return save_png(fig, path, dpi=DPI)
 
 
 def comparison_figure(panels: Sequence[tuple[str, Any, Any]], peaks: dict[str, np.ndarray] | None,
                       path: str | Path, title: str = "") -> Path:
     """Columns of (label, map, FT image): maps on the top row, FT-LDOS below (e.g. U = 0 vs U = 6 eV)."""
-    plt = _plt()
+    plt = pyplot()
     n = len(panels)
     fig, axes = plt.subplots(2, n, figsize=(4.6 * n, 8.6), squeeze=False)
     for j, (label, m, img) in enumerate(panels):
@@ -97,4 +84,4 @@ def comparison_figure(panels: Sequence[tuple[str, Any, Any]], peaks: dict[str, n
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_fig(fig, path)
+    return save_png(fig, path, dpi=DPI)
