@@ -123,7 +123,7 @@ def parse_pixel_size(value: Optional[str]):
 
 
 def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optional[str] = None,
-                   channel: Optional[str] = None, direction: str = "forward"):
+                   channel: Optional[str] = None, direction: str = "forward", bias: Optional[float] = None):
     """A user's map → (FT-LDOS image on the run's training window (2-D float32), alignment dict or None).
 
     ``kind="ftldos"`` (or ``auto`` for a ``.npy`` of the trained image shape with no pixel size
@@ -151,6 +151,8 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
             if tuple(arr_shape) == shape:
                 kind = "ftldos"
     if kind == "ftldos":
+        if bias is not None:
+            raise InputError(f"--bias selects the map of a grid-spectroscopy file; {path} is a ready FT-LDOS image")
         return read_ready_image(path, shape), None
     from moireu.stm import user_map_to_image
 
@@ -165,10 +167,10 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
         user_map_image = None
     align = None
     if user_map_image is not None:
-        out = user_map_image(path, transform, pixel_size=ps, channel=channel, direction=direction)
+        out = user_map_image(path, transform, pixel_size=ps, channel=channel, direction=direction, bias=bias)
         img, align = out if isinstance(out, tuple) else (out, None)
     else:
-        img = user_map_to_image(path, transform, pixel_size=ps, channel=channel, direction=direction)
+        img = user_map_to_image(path, transform, pixel_size=ps, channel=channel, direction=direction, bias=bias)
     arr = np.asarray(getattr(img, "values", img), dtype=np.float32)
     if arr.shape != shape:
         raise InputError(f"the map's FT-LDOS image is {arr.shape[0]}×{arr.shape[1]} but the model was trained on "
@@ -180,7 +182,8 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
     return arr, a
 
 
-def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: str) -> bool:
+def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: str,
+                     bias: Optional[float] = None) -> bool:
     """Whether a map file reads as a constant array (False when it cannot be read at all)."""
     import numpy as np
 
@@ -189,7 +192,7 @@ def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: 
             from moireu.io import read_map
         except ImportError:
             from moireu.stm.usermap import read_user_map as read_map
-        m = read_map(path, pixel_size=pixel_size, channel=channel, direction=direction)
+        m = read_map(path, pixel_size=pixel_size, channel=channel, direction=direction, bias=bias)
         v = np.asarray(m.values, dtype=np.float64)
         return bool(v.size) and bool(np.all(np.isfinite(v))) and float(np.ptp(v)) == 0.0
     except Exception:  # unreadable: the reader's own error is the one to show
@@ -211,7 +214,7 @@ def _align_dict(align) -> Optional[dict]:
 
 
 def _shipped_for_map(map_: Path, kind: str, pixel_size: Optional[str], channel: Optional[str],
-                     direction: str) -> tuple:
+                     direction: str, bias: Optional[float] = None) -> tuple:
     """The shipped model trained for the map's twist angle: ``(LoadedRun, image, align, card)``.
 
     Each shipped model's alignment measures the map's twist angle against its own training lattice; the
@@ -228,7 +231,7 @@ def _shipped_for_map(map_: Path, kind: str, pixel_size: Optional[str], channel: 
     align = None
     for card in cards:
         lr = load_run(shipped_checkpoint(card))
-        img, align = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction)
+        img, align = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction, bias)
         if align is None or align.get("in_range"):
             return lr, img, align, card
     return None, None, align, cards
@@ -267,10 +270,13 @@ def predict_cmd(
                                       help="run directory of moireu train, then the map; the map alone: the shipped "
                                            "model trained for the map's measured twist angle (moireu models)"),
     map_: Optional[Path] = typer.Argument(None, metavar="", help="atoms table, real-space .npy/.npz, image file, "
-                                                                 ".sxm, or a ready FT-LDOS .npy"),
+                                                                 ".sxm/.3ds/.gwy/.sm4, or a ready FT-LDOS .npy"),
     pixel_size: Optional[str] = typer.Option(None, "--pixel-size", help="Å per pixel: 'p' or 'px,py'"),
-    channel: Optional[str] = typer.Option(None, "--channel", help=".sxm channel name"),
-    direction: str = typer.Option("forward", "--direction", help=".sxm scan direction: forward or backward"),
+    channel: Optional[str] = typer.Option(None, "--channel", help="channel of a .sxm/.3ds/.gwy/.sm4 file"),
+    direction: str = typer.Option("forward", "--direction", help=".sxm/.sm4 scan (.3ds sweep) direction: forward "
+                                                                 "or backward"),
+    bias: Optional[float] = typer.Option(None, "--bias", help="V: the map of a .3ds grid at the sweep point "
+                                                              "nearest this bias (default: nearest 0 V)"),
     kind: str = typer.Option("auto", "--kind", help="auto, ftldos (ready image) or map (real space)"),
     json_: bool = JsonOpt,
 ) -> None:
@@ -287,16 +293,18 @@ def predict_cmd(
     card = None
     try:
         if run is None:
-            lr, img, align, card = _shipped_for_map(map_, kind, None if ps is None else pixel_size, channel, direction)
+            lr, img, align, card = _shipped_for_map(map_, kind, None if ps is None else pixel_size, channel, direction,
+                                                    bias)
             if lr is None:
                 _no_model_for_twist(map_, align, card, json_)
         else:
             lr = load_run(run)
-            img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction)
+            img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction,
+                                        bias)
     except InputError as exc:
         # only a map refused *for being constant* is answered as out of distribution; any other
         # refusal (pixels too coarse, field of view too small, NaN …) stays an input error
-        if "constant" not in str(exc) or not _is_constant_map(map_, ps, channel, direction):
+        if "constant" not in str(exc) or not _is_constant_map(map_, ps, channel, direction, bias):
             raise
         # an empty (constant, e.g. all-zero) map has no FT image: no U, out of distribution
         res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "constant_input": True,

@@ -578,10 +578,11 @@ def corrupted_spec(spec: MeasurementSpec, name: str) -> MeasurementSpec:
 
 def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel: str | None = None,
                    direction: str = "forward", table_pixel_size: float = 0.45, tip_height: float = 3.0,
-                   attrs: dict[str, Any] | None = None) -> tuple[Any, Any]:
+                   attrs: dict[str, Any] | None = None, bias: float | None = None) -> tuple[Any, Any]:
     """A user's map (file, 2-D array, MapData or AtomTable) → ``(image, AlignInfo)`` on the training window.
 
-    Files are read by :func:`moireu.io.read_map` (format by suffix); a 2-D array needs ``pixel_size``;
+    Files are read by :func:`moireu.io.read_map` (format by suffix; ``bias`` (V) picks the map of a
+    grid-spectroscopy file); a 2-D array needs ``pixel_size``;
     an (M, 3) array or an atom table is rendered as a map first (:func:`render_points`, pixel
     ``table_pixel_size`` Å, tip height ``tip_height`` Å). The map then goes through
     :func:`moireu.stm.align.map_to_image` exactly like every training image.
@@ -597,7 +598,7 @@ def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel:
         else:
             data = MapData(src, pixel_size, {"source": "array"})
     elif isinstance(src, (str, Path)):
-        data = read_map(src, pixel_size=pixel_size, channel=channel, direction=direction)
+        data = read_map(src, pixel_size=pixel_size, channel=channel, direction=direction, bias=bias)
     else:
         raise InputError(f"a map must be a file path, a 2-D array, MapData or AtomTable, got {type(src).__name__}")
     if isinstance(data, AtomTable):
@@ -608,8 +609,10 @@ def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel:
 
 
 def user_map_to_image(src: Any, image_transform: Any, pixel_size: Any = None, channel: str | None = None,
-                      direction: str = "forward", attrs: dict[str, Any] | None = None) -> Any:
+                      direction: str = "forward", attrs: dict[str, Any] | None = None,
+                      bias: float | None = None) -> Any:
     """:func:`user_map_image` without the :class:`~moireu.stm.align.AlignInfo` (which is in the image's
     ``align_*`` attributes)."""
-    img, _ = user_map_image(src, image_transform, pixel_size, channel=channel, direction=direction, attrs=attrs)
+    img, _ = user_map_image(src, image_transform, pixel_size, channel=channel, direction=direction, attrs=attrs,
+                            bias=bias)
     return img
