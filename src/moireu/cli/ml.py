@@ -128,9 +128,8 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
 
     ``kind="ftldos"`` (or ``auto`` for a ``.npy`` of the trained image shape with no pixel size
     given and no sidecar JSON) reads a ready FT-LDOS image; otherwise the map goes through the
-    measurement model's ``moireu.stm.measure.user_map_image`` (alignment: measured twist angle,
-    moiré period, orientation, quality, in_range) or, where that is absent,
-    :func:`moireu.stm.user_map_to_image`, with the training store's ``image_transform``.
+    measurement model's :func:`moireu.stm.measure.user_map_image` (alignment: measured twist angle,
+    moiré period, orientation, quality, in_range) with the training store's ``image_transform``.
     """
     import numpy as np
 
@@ -154,23 +153,15 @@ def load_map_image(path: Path, meta: dict, kind: str = "auto", pixel_size: Optio
         if bias is not None:
             raise InputError(f"--bias selects the map of a grid-spectroscopy file; {path} is a ready FT-LDOS image")
         return read_ready_image(path, shape), None
-    from moireu.stm import user_map_to_image
+    from moireu.stm.measure import user_map_image
 
     transform = meta.get("image_transform") or {}
     if not transform:
         raise InputError("the run's checkpoint holds no image_transform (the training store had none), so a raw "
                          "map cannot be put on the training window; pass a ready FT-LDOS .npy instead")
     ps = parse_pixel_size(pixel_size)
-    try:  # the shared measurement model (contract A), when present: alignment to the training frame
-        from moireu.stm.measure import user_map_image
-    except ImportError:
-        user_map_image = None
-    align = None
-    if user_map_image is not None:
-        out = user_map_image(path, transform, pixel_size=ps, channel=channel, direction=direction, bias=bias)
-        img, align = out if isinstance(out, tuple) else (out, None)
-    else:
-        img = user_map_to_image(path, transform, pixel_size=ps, channel=channel, direction=direction, bias=bias)
+    # the shared measurement model: the map is aligned to the training frame like every training image
+    img, align = user_map_image(path, transform, pixel_size=ps, channel=channel, direction=direction, bias=bias)
     arr = np.asarray(getattr(img, "values", img), dtype=np.float32)
     if arr.shape != shape:
         raise InputError(f"the map's FT-LDOS image is {arr.shape[0]}×{arr.shape[1]} but the model was trained on "
@@ -188,10 +179,8 @@ def _is_constant_map(path: Path, pixel_size, channel: Optional[str], direction: 
     import numpy as np
 
     try:
-        try:
-            from moireu.io import read_map
-        except ImportError:
-            from moireu.stm.usermap import read_user_map as read_map
+        from moireu.io import read_map
+
         m = read_map(path, pixel_size=pixel_size, channel=channel, direction=direction, bias=bias)
         v = np.asarray(m.values, dtype=np.float64)
         return bool(v.size) and bool(np.all(np.isfinite(v))) and float(np.ptp(v)) == 0.0

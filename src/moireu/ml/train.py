@@ -95,7 +95,7 @@ class Recipe:
     skip_ridge_alpha: float = 0.0
     schedule: str = "batch"
     lr_min: float | None = None
-    split: str = "stratified"
+    split: str = "variation"  # a mode of moireu.ml.data.split_indices: variation (ours) or paper
     pretrained_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def resolve_recipe(tc: Any) -> Recipe:
                   loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
                   retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha,
-                  pretrained_weights=tc.pretrained_weights)
+                  split=tc.split, pretrained_weights=tc.pretrained_weights)
 
 
 def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6,
@@ -703,7 +703,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
     fr = tc.split_fractions
     if fr[0] <= 0:
         raise InputError(f"train.val_fraction + cal_fraction + test_fraction = {1 - fr[0]:g} leaves nothing to train on")
-    mode = "paper" if recipe.split == "paper" else tc.split
+    mode = recipe.split
     parts = split_indices(mode, len(grid.U), grid.variation, seed=cfg.seed, fractions=fr)
     train, val, cal = (grid.take(parts[k]) for k in ("train", "val", "cal"))
     fp = store_fingerprint(ds)
@@ -718,7 +718,7 @@ def train_run(data: str | Path, out: str | Path, cfg: Any, *, resume: bool = Tru
 
     plot_curves(info, out / "curves.png", f"{recipe.model} · recipe {recipe.name} · K={recipe.ensemble}")
     summary = {"model": recipe.model, "recipe": recipe.to_dict(), "n_train": info["n_train"], "n_val": info["n_val"],
-               "n_cal": info["n_cal"], "n_test": int(parts["test"].size), "split": tc.split,
+               "n_cal": info["n_cal"], "n_test": int(parts["test"].size), "split": mode,
                "val_mae": info["val_mae"], "cal_mae": info["cal_mae"], "calibration": info["calibration"],
                "ood": info["ood"], "cal_in_distribution": info["cal_in_distribution"], "u_range": info["u_range"],
                "best_epochs": [m["best_epoch"] for m in info["members"]], "train_seconds": info["train_seconds"],
