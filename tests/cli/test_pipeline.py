@@ -98,7 +98,8 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
     assert skipped == ["dataset", "paper images"] and "dataset" not in calls
-    assert calls[0] == "train repro cnn_paper seed 0" and calls[-1] == "analysis ours"
+    assert calls[0] == "train ours cnn seed 0" and calls[3] == "train repro cnn_paper seed 0"
+    assert calls[-1] == "analysis ours"
     # nothing kept: the stores are built first
     calls.clear(), skipped.clear()
     monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(): False)
