@@ -76,7 +76,7 @@ def test_heldout_negative_direct():
 
 
 def test_worker_environment():
-    from moireu.data.build import worker_environ
+    from moireu.data.cluster import worker_environ
 
     env = worker_environ(cores=16, n_workers=4)
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"

@@ -274,7 +274,7 @@ def build_states(cfg: MoireuConfig, out: str | Path, *, scheduler: str | None = 
         crossing of states can converge from the stored start where it did not from the one in memory);
         the passes then go on until no step is left, as always
     """
-    from moireu.data.build import dask_client
+    from moireu.data.cluster import dask_client
 
     path = Path(out)
     t0 = time.perf_counter()

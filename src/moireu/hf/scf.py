@@ -29,7 +29,7 @@ import numpy as np
 from moireu.errors import InputError
 from moireu.hf.mixing import AdaptiveMixer, Mixer
 from moireu.hf.result import HFResult
-from moireu.hf.terms import Density, Params
+from moireu.hf.terms import INITS, Density, Params
 from moireu.lattice.bands import fermi_solve
 
 __all__ = ["SCFOptions", "run_scf"]
@@ -86,8 +86,6 @@ class SCFOptions:
     anneal_tol: float = 3e-4
 
     def __post_init__(self) -> None:
-        from moireu.hf.system import INITS
-
         if self.init not in INITS:
             raise InputError(f"unknown initial state {self.init!r}; allowed: {', '.join(INITS)}")
         if not (self.tol > 0 and self.energy_tol > 0 and self.max_iter >= 1):

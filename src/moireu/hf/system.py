@@ -54,12 +54,11 @@ import scipy.linalg as sl
 from moireu.errors import InputError
 from moireu.hf.coulomb import CoulombParams
 from moireu.hf.result import HFResult
-from moireu.hf.terms import Density, ExchangePairs, Fock, Hartree, Hubbard, Params, Potential, Term
+from moireu.hf.terms import INITS, Density, ExchangePairs, Fock, Hartree, Hubbard, Params, Potential, Term
 from moireu.lattice.bands import FD_CLIP, fermi_dirac, fermi_solve
 
 __all__ = ["HFSystem", "MeanFieldStep", "INITS"]
 
-INITS = ("paramagnetic", "afm", "ferro", "random")
 _SMALL = 64  # below this size all k-points are diagonalised in one batched numpy call
 
 

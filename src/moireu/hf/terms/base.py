@@ -26,7 +26,10 @@ import numpy as np
 
 from moireu.errors import InputError
 
-__all__ = ["Density", "Params", "Potential", "Term"]
+__all__ = ["Density", "INITS", "Params", "Potential", "Term"]
+
+#: the initial moment patterns a solve can start from (:meth:`moireu.hf.system.HFSystem.seed_moment`)
+INITS = ("paramagnetic", "afm", "ferro", "random")
 
 
 @dataclass(frozen=True)
