@@ -106,4 +106,12 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run2"),
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
-    assert calls[:2] == ["dataset", "paper images"] and not skipped
+    assert calls[:2] == ["dataset", "train ours cnn seed 0"] and not skipped
+    assert calls.index("paper images") == calls.index("train repro cnn_paper seed 0") - 1
+    # ours alone: no reference images, no reference networks
+    calls.clear(), skipped.clear()
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run3"),
+                                 "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md"),
+                                 "--no-reproduction"])
+    assert r.exit_code == 0, r.output
+    assert skipped == ["paper images"] and not any("repro" in c or c == "analysis paper" for c in calls)

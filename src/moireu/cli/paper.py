@@ -40,6 +40,8 @@ def paper_cmd(
                               "evaluations, analyses, figures and small weights; a rerun restores what it holds"),
     no_keep: bool = typer.Option(False, "--no-keep", help="keep nothing; every stage reads and writes --out only"),
     recompute: bool = typer.Option(False, "--recompute", help="run every stage again, replacing the kept results"),
+    reproduction: bool = typer.Option(True, "--reproduction/--no-reproduction", help="also the reference pipeline "
+                                      "(its images, cnn_paper, resnet18_paper, its analysis); off: ours alone"),
 ) -> None:
     """Run the paper reproduction end to end (resumable) and write the document."""
     from moireu.analysis.reproduction import write_doc
@@ -71,7 +73,8 @@ def paper_cmd(
     # seed by seed, ours (minutes) before the reference networks (an hour or more per seed on a CPU): an
     # interrupted run has a row for every model as early as possible
     jobs = [("ours", m, data, ["--recipe", "ours"]) for m in ours_list]
-    jobs += [("repro", m, pdata, ["--recipe", "paper"]) for m in ("cnn_paper", "resnet18_paper")]
+    if reproduction:
+        jobs += [("repro", m, pdata, ["--recipe", "paper"]) for m in ("cnn_paper", "resnet18_paper")]
     for s in seed_list:
         for sub, m, store, extra in jobs:
             run = out / sub / f"{m}_s{s}"
@@ -84,7 +87,7 @@ def paper_cmd(
                                   keep=(f"{rel}/eval_{split}.json",), uses=(f"{rel}/checkpoint.pt",), store=store,
                                   args=["evaluate", str(run), str(store), "--split", split]))
             runs["paper" if sub == "repro" else "ours"].append(run)
-    for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours")):
+    for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours"))[0 if reproduction else 1:]:
         adir = out / f"analysis_{k}"
         # interpretability on the first seed of every model
         first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}")]
@@ -103,19 +106,33 @@ def paper_cmd(
         for s in later:
             s["needs"] = (s["ckpt"],) if s.get("ckpt") in uses else ()
         todo = [s for s in later if not s["marker"].exists() and not p.reusable(s["name"], s["args"], s["needs"])]
-    stores = {s["store"] for s in todo}
-    if stores:
-        p.stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
-    else:
-        p.skip("dataset", f"every later stage is kept in {keep}")
-    if pdata in stores:
-        p.stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
-                                        "--workers", str(workers)])
-    else:
-        p.skip("paper images", "no stage left reads the reference images")
+    # the stores are built when the first stage that reads them is about to run (the dataset before
+    # our networks, the reference images only before the reference networks), and not at all when every
+    # stage that reads them is kept
+    built: list[Path] = []
+
+    def ensure(store: Path) -> None:
+        if store in built:
+            return
+        if store == pdata:
+            ensure(data)
+            p.stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
+                                            "--workers", str(workers)])
+        else:
+            p.stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
+        built.append(store)
+
+    pending = {id(s) for s in todo}
     for s in later:
+        if id(s) in pending:
+            ensure(s["store"])
         p.stage(s["name"], s["marker"], s["args"], force=recompute, inputs=s.get("inputs", ()), keep=s["keep"],
                 needs=s.get("needs", ()))
+    if data not in built:
+        p.skip("dataset", f"every stage that reads it is kept in {keep}")
+    if pdata not in built:
+        p.skip("paper images", "every stage that reads the reference images is kept" if reproduction
+               else "--no-reproduction")
     src = out if no_keep else keep
     write_doc(src, doc)
     reused = sum(1 for e in p.log if e.get("reused"))
