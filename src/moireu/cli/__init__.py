@@ -32,7 +32,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 def _register() -> None:
     import importlib
 
-    for mod in ("bands", "scf", "stm", "states", "dataset", "ml", "report", "demo", "paper"):
+    for mod in ("bands", "scf", "stm", "lattice", "states", "dataset", "ml", "report", "demo", "paper"):
         try:
             m = importlib.import_module(f"moireu.cli.{mod}")
         except ModuleNotFoundError as exc:  # a stage not built yet

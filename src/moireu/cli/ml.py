@@ -237,17 +237,42 @@ def _alignment_reason(align: dict) -> str:
             f"({align.get('trained_twist_deg', float('nan')):.2f}°)")
 
 
-def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool) -> None:
-    """Exit 3: no shipped model was trained for the measured twist angle (the reason names both)."""
+def _metrology(map_: Path, pixel_size, channel: Optional[str], direction: str, bias: Optional[float]):
+    """The map's moiré metrology (``moireu lattice``), or None when it finds no moiré lattice."""
+    from moireu.stm.measure import user_map_data
+    from moireu.stm.metrology import measure_metrology
+
+    try:
+        return measure_metrology(user_map_data(map_, pixel_size, channel=channel, direction=direction, bias=bias),
+                                 keep_spectrum=False)
+    except InputError:
+        return None
+
+
+def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool, met=None) -> None:
+    """Exit 3: no shipped model was trained for the measured twist angle (the reason names both).
+
+    The twist is the moiré metrology's (``met``, independent of any training lattice) when it found one
+    outside every model's accepted range; otherwise the last alignment's.
+    """
     from moireu.stm.align import QUALITY_MIN
+    from moireu.stm.metrology import format_pm
 
     tw, q = align.get("twist_deg"), align.get("quality", float("nan"))
     have = ", ".join(f"{c['twist_deg']:.2f}°" for c in cards)
-    why = (f"measured twist {tw:.2f}° (alignment quality {q:.2f})" if q >= QUALITY_MIN else _alignment_reason(align)) \
-        + f"; models for {have}"
+    accepted = [c.get("twist_accepted_deg") or (c["twist_deg"], c["twist_deg"]) for c in cards]
+    if met is not None and not any(lo <= met.twist_deg <= hi for lo, hi in accepted):
+        tw = met.twist_deg
+        why = f"measured twist {format_pm(met.twist_deg, met.twist_sigma_deg, '°')} (moiré metrology)"
+    else:
+        why = f"measured twist {tw:.2f}° (alignment quality {q:.2f})" if q >= QUALITY_MIN else _alignment_reason(align)
+    why += f"; models for {have}"
     res = {"U": None, "U_low": None, "U_high": None, "in_distribution": False, "twist_deg": tw, "align": align,
            "ood_reasons": [why], "shipped_models": [{"name": c["name"], "twist_deg": c["twist_deg"]} for c in cards],
            "map": str(map_)}
+    if met is not None:
+        res["metrology"] = {k: getattr(met, k) for k in ("twist_deg", "twist_sigma_deg", "strain_percent",
+                                                         "strain_sigma_percent", "atomic_resolved")}
     if json_:
         emit_json(json_safe(res))
     info("warning: no shipped model for this map: " + why)
@@ -285,7 +310,7 @@ def predict_cmd(
             lr, img, align, card = _shipped_for_map(map_, kind, None if ps is None else pixel_size, channel, direction,
                                                     bias)
             if lr is None:
-                _no_model_for_twist(map_, align, card, json_)
+                _no_model_for_twist(map_, align, card, json_, _metrology(map_, ps, channel, direction, bias))
         else:
             lr = load_run(run)
             img, align = load_map_image(map_, lr.meta, kind, None if ps is None else pixel_size, channel, direction,

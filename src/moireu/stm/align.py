@@ -162,6 +162,7 @@ class _Spectrum:
         Lx, Ly = m.field_of_view
         self.radius = 0.5 * min(Lx, Ly)
         w = hann_weights(self.u, self.radius)
+        self.w = w
         v = m.values.ravel()
         mean = float((w * v).sum() / w.sum())
         self.c = (v - mean) * w
@@ -195,11 +196,33 @@ class _Spectrum:
         j = int(np.argmax(a))
         return np.array([KX.flat[j], KY.flat[j]]), float(a.flat[j])
 
-    def refine(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sub-bin peak positions: quadratic fit of log|F| on a 5 × 5 grid of exact transforms."""
+    def hexagon(self, k1: np.ndarray, radius: float) -> np.ndarray:
+        """A coarse first shell (6, 2): ``k1`` and the grid maxima within ``radius`` of its rotations by 60°·j."""
+        out = [np.asarray(k1, float)]
+        for j in range(1, 6):
+            c, s = math.cos(j * math.pi / 3), math.sin(j * math.pi / 3)
+            guess = np.array([c * k1[0] - s * k1[1], s * k1[0] + c * k1[1]])
+            out.append(self.local_max(guess, radius)[0])
+        return np.array(out)
+
+    def refine(self, ks: np.ndarray, passes: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Sub-bin peak positions: quadratic fit of log|F| on a 5 × 5 grid of exact transforms.
+
+        The grid step is half an FFT bin; each further pass (``passes > 1``) re-centres the grid on the
+        previous estimate with a step four times finer, which removes most of the interpolation bias
+        of the quadratic (the alignment uses one pass; the metrology, :mod:`moireu.stm.metrology`, two).
+        """
+        ks = np.asarray(ks, float)
         if len(ks) == 0:
             return ks, np.zeros(0)
         step = np.array(self.dk) / 2.0
+        amp = np.zeros(len(ks))
+        for _ in range(max(1, int(passes))):
+            ks, amp = self._refine_once(ks, step)
+            step = step / 4.0
+        return ks, amp
+
+    def _refine_once(self, ks: np.ndarray, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         o = np.arange(-2, 3)
         OX, OY = np.meshgrid(o, o)
         grid = ks[:, None, :] + np.stack([OX.ravel() * step[0], OY.ravel() * step[1]], 1)[None]
@@ -218,8 +241,13 @@ class _Spectrum:
             amp[i] = float(a[j, l])
         return out, amp
 
-    def annulus_median(self, k_lo: float, k_hi: float) -> float:
+    def annulus_median(self, k_lo: float, k_hi: float, exclude: np.ndarray | None = None,
+                       radius: float = 0.0) -> float:
+        """Median of |F| over the FFT grid with ``k_lo ≤ |k| ≤ k_hi``, leaving out the discs of ``radius``
+        around the points ``exclude`` (m, 2) (e.g. the peaks themselves)."""
         sel = (self.K >= k_lo) & (self.K <= k_hi)
+        for p in ([] if exclude is None else np.asarray(exclude, float)):
+            sel &= np.hypot(self.KX - p[0], self.KY - p[1]) > radius
         return float(np.median(self.A[sel])) if sel.any() else float("nan")
 
 
@@ -267,12 +295,7 @@ def measure_lattice(m: MapData, t: ImageTransform, spec: _Spectrum | None = None
     lo_k = max(0.5 * gm0, 2.5 * max(sp.dk) * 2)
     k1 = sp.argmax_in((sp.K >= lo_k) & (sp.K <= 2.0 * gm0))
     r1 = float(np.linalg.norm(k1))
-    coarse = [k1]
-    for j in range(1, 6):
-        c, s = math.cos(j * math.pi / 3), math.sin(j * math.pi / 3)
-        guess = np.array([c * k1[0] - s * k1[1], s * k1[0] + c * k1[1]])
-        coarse.append(sp.local_max(guess, 0.25 * r1)[0])
-    gm, amp_m = sp.refine(np.array(coarse))
+    gm, amp_m = sp.refine(sp.hexagon(k1, 0.25 * r1))
     # 3. pair with the trained shell (cyclic shift with rotation in [-30°, 30°))
     ang0 = math.atan2(gm[0, 1], gm[0, 0])
     ref_ang = np.arctan2(shell[:, 1], shell[:, 0])

@@ -576,19 +576,16 @@ def corrupted_spec(spec: MeasurementSpec, name: str) -> MeasurementSpec:
 # predict entry point
 
 
-def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel: str | None = None,
-                   direction: str = "forward", table_pixel_size: float = 0.45, tip_height: float = 3.0,
-                   attrs: dict[str, Any] | None = None, bias: float | None = None) -> tuple[Any, Any]:
-    """A user's map (file, 2-D array, MapData or AtomTable) → ``(image, AlignInfo)`` on the training window.
+def user_map_data(src: Any, pixel_size: Any = None, *, channel: str | None = None, direction: str = "forward",
+                  table_pixel_size: float = 0.45, tip_height: float = 3.0, bias: float | None = None) -> MapData:
+    """A user's map (file, 2-D array, MapData or AtomTable) as a :class:`MapData`.
 
     Files are read by :func:`moireu.io.read_map` (format by suffix; ``bias`` (V) picks the map of a
     grid-spectroscopy file); a 2-D array needs ``pixel_size``;
     an (M, 3) array or an atom table is rendered as a map first (:func:`render_points`, pixel
-    ``table_pixel_size`` Å, tip height ``tip_height`` Å). The map then goes through
-    :func:`moireu.stm.align.map_to_image` exactly like every training image.
+    ``table_pixel_size`` Å, tip height ``tip_height`` Å); ``pixel_size`` overrides a MapData's own.
     """
     from moireu.io import read_map
-    from moireu.stm.align import map_to_image
 
     if isinstance(src, (MapData, AtomTable)):
         data: Any = src
@@ -605,6 +602,21 @@ def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel:
         data = render_points(data, table_pixel_size, tip_height)
     elif pixel_size is not None and isinstance(src, (MapData,)):
         data = MapData(data.values, pixel_size, data.meta)
+    return data
+
+
+def user_map_image(src: Any, transform: Any, pixel_size: Any = None, *, channel: str | None = None,
+                   direction: str = "forward", table_pixel_size: float = 0.45, tip_height: float = 3.0,
+                   attrs: dict[str, Any] | None = None, bias: float | None = None) -> tuple[Any, Any]:
+    """A user's map (file, 2-D array, MapData or AtomTable) → ``(image, AlignInfo)`` on the training window.
+
+    The map is read by :func:`user_map_data` (same arguments) and then goes through
+    :func:`moireu.stm.align.map_to_image` exactly like every training image.
+    """
+    from moireu.stm.align import map_to_image
+
+    data = user_map_data(src, pixel_size, channel=channel, direction=direction, table_pixel_size=table_pixel_size,
+                         tip_height=tip_height, bias=bias)
     return map_to_image(data, transform, attrs=attrs)
 
 
