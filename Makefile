@@ -30,7 +30,7 @@ paper: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -46,7 +46,7 @@ def main() -> None:
 
     from moireu.lattice import build_tbg
     from moireu.stm import FTWindow, build_patch, ft_direct, ft_grid, ldos_from_spectrum
-    from moireu.stm.ftldos import DEFAULT_EPS, _nthreads
+    from moireu.stm.ft import DEFAULT_EPS, default_threads
 
     t0 = time.perf_counter()
     model = build_tbg(7, 2.85, 6.0)
@@ -60,7 +60,7 @@ def main() -> None:
     win = FTWindow.reference()
     kx, ky = win.axes(args.n)
     print(f"setup {time.perf_counter() - t0:.1f} s: TBG i=7 patch {args.cells}×{args.cells} cells = {M} atoms, "
-          f"{args.n}×{args.n} k-grid, finufft eps={DEFAULT_EPS:g}, threads={_nthreads()}", file=sys.stderr)
+          f"{args.n}×{args.n} k-grid, finufft eps={DEFAULT_EPS:g}, threads={default_threads()}", file=sys.stderr)
 
     # finufft on the full grid (best of 3 after a warm-up that builds the FFTW plan cache)
     ft_grid(xy, w, args.n, win)

@@ -34,7 +34,8 @@ def main() -> None:
     from moireu.lattice import build_tbg, kmesh
     from moireu.stm import ImageTransform, MeasurementSpec, draw_scan, map_to_image, simulate_map
     from moireu.stm.ldos import ldos_from_spectrum
-    from moireu.stm.measure import CellGeometry, user_map_image
+    from moireu.stm.geometry import CellGeometry
+    from moireu.stm.measure import user_map_image
 
     cfg = load_config("demo")
     model = build_tbg(cfg.lattice.index, cfg.lattice.interlayer_distance, cfg.lattice.cutoff)

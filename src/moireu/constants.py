@@ -10,6 +10,7 @@ import math
 A_LAT = 2.46  # Å, graphene lattice constant (the value used by the Slater–Koster literature)
 A_CC = A_LAT / math.sqrt(3.0)  # Å, carbon–carbon bond length a/√3 = 1.420281 Å (derived, never set apart)
 D_INTERLAYER = 3.35  # Å, equilibrium interlayer distance of AB graphite
+POISSON_GRAPHENE = 0.16  # dimensionless, Poisson ratio of graphene (uniaxial heterostrain tensor diag(1, −ν))
 
 # --- Slater–Koster pz parameters (Moon & Koshino, PRB 87, 205404 (2013);
 #     Trambly de Laissardière, Mayou & Magaud, Nano Lett. 10, 804 (2010)) ------------------------

@@ -7,7 +7,8 @@ import pytest
 
 from moireu.config import load_config
 from moireu.errors import InputError
-from moireu.stm.measure import (CORRUPTIONS, CellGeometry, MeasurementSpec, ScanParams, _atoms_near,
+from moireu.stm.geometry import CellGeometry
+from moireu.stm.measure import (CORRUPTIONS, MeasurementSpec, ScanParams, _atoms_near,
                                 corrupted_spec, draw_scan, scan_rng, simulate_map)
 from moireu.stm.patch import render_map
 

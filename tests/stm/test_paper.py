@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from moireu.errors import InputError
-from moireu.stm.ftldos import FTWindow, ft_direct
+from moireu.stm.ft import FTWindow, ft_direct
 from moireu.stm.paper import PAPER_GRID, PaperTransform, paper_amplitude, paper_image
 from moireu.stm.patch import build_patch
 

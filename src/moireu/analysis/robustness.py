@@ -54,7 +54,8 @@ def _store_inputs(ds) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Any, Any
         raise InputError(f"the store lacks {missing}: it was built before per-atom LDOS was stored (contract D); "
                          "rebuild it with the current `moireu dataset build`")
     from moireu.config import config_from_json
-    from moireu.stm.measure import CellGeometry, MeasurementSpec
+    from moireu.stm.geometry import CellGeometry
+    from moireu.stm.measure import MeasurementSpec
 
     cfg_txt = ds.attrs.get("config")
     if not cfg_txt:

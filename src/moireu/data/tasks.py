@@ -216,7 +216,8 @@ def render_images(cfg: MoireuConfig, point: SolvePoint, ldos: np.ndarray, biases
     one fresh simulated acquisition per image (:mod:`moireu.stm.measure`), aligned to the training frame."""
     from moireu.data.plan import dataset_seed, point_hash
     from moireu.stm import ImageTransform
-    from moireu.stm.measure import CellGeometry, MeasurementSpec, acquire, draw_scan, scan_rng
+    from moireu.stm.geometry import CellGeometry
+    from moireu.stm.measure import MeasurementSpec, acquire, draw_scan, scan_rng
 
     st = cfg.stm
     row = {b: i for i, b in enumerate(biases)}

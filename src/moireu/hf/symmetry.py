@@ -29,6 +29,8 @@ import math
 
 import numpy as np
 
+from moireu.lattice.geometry import rotation
+
 __all__ = ["C3Reduction", "LDOS_SYM_TOL", "SYM_TOL"]
 
 #: largest |potential − its rotated image| (eV) for which the state counts as C₃ symmetric. A
@@ -43,11 +45,6 @@ SYM_TOL = 1e-6
 #: solution equals its full-mesh LDOS to 1e-10 (a full-mesh solution with a 1e-7 eV asymmetric
 #: remainder would otherwise come out symmetrised, 1e-7 from its full-mesh LDOS)
 LDOS_SYM_TOL = 1e-9
-
-
-def _rotation(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, -s], [s, c]])
 
 
 class C3Reduction:
@@ -83,7 +80,7 @@ class C3Reduction:
         cell = np.asarray(model.cell, float)
         pos = np.asarray(model.positions, float)
         inv = np.linalg.inv(cell)
-        g = _rotation(120.0)
+        g = rotation(math.radians(120.0))
         Gf = cell @ g.T @ inv  # n @ cell rotated = (n @ Gf) @ cell
         G = np.round(Gf)
         if np.abs(Gf - G).max() > tol:

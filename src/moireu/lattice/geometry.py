@@ -108,7 +108,8 @@ def graphene_geometry(a: float = A_LAT) -> Geometry:
                     np.zeros((0, 2)), np.zeros((0, 2)))
 
 
-def _rotation(theta: float) -> np.ndarray:
+def rotation(theta: float) -> np.ndarray:
+    """The 2 × 2 matrix of a counter-clockwise rotation by ``theta`` (radians)."""
     c, s = math.cos(theta), math.sin(theta)
     return np.array([[c, -s], [s, c]])
 
@@ -141,7 +142,7 @@ def tbg_geometry(index: int, interlayer_distance: float, a: float = A_LAT) -> Ge
     lat = n1.reshape(-1, 1) * av[0] + n2.reshape(-1, 1) * av[1]
     pos, lay, sub = [], [], []
     eps = 1e-8
-    for layer, rot in ((0, np.eye(2)), (1, _rotation(theta))):
+    for layer, rot in ((0, np.eye(2)), (1, rotation(theta))):
         for s, b in enumerate(basis):
             pts = (lat + b) @ rot.T
             frac = pts @ inv

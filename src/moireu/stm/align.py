@@ -9,7 +9,7 @@ Every image — simulated for training or read from a user's file — goes throu
    wave vector :math:`|\\mathbf G_M| = 4\\pi/(\\sqrt3 L_M)` is a first-shell moiré peak; the other five
    are the maxima near its rotations by 60°·j.
 2. **Refinement.** Each peak is refined on a local 5 × 5 grid (step half an FFT bin) of the exact windowed transform
-   (finufft type 3, :func:`moireu.stm.ftldos.ft_points`) by a quadratic fit of log|F|.
+   (finufft type 3, :func:`moireu.stm.ft.ft_points`) by a quadratic fit of log|F|.
 3. **Moiré frame.** Measured and trained first-shell vectors, both sorted counter-clockwise, are
    paired with the cyclic shift whose rotation lies in [−30°, 30°) (the FT amplitude of the
    lattice is symmetric under 60° rotations), and the 2 × 2 map M of :math:`\\mathbf g = M\\mathbf G`
@@ -54,7 +54,8 @@ import numpy as np
 
 from moireu.errors import InputError
 from moireu.io.base import MapData
-from moireu.stm.ftldos import ImageTransform, ft_points, ftldos
+from moireu.stm.ft import ft_points
+from moireu.stm.ftldos import ImageTransform, ftldos
 
 #: Bragg peaks count as resolved when this many stand ≥ BRAGG_CONTRAST above the annulus median
 BRAGG_MIN_PEAKS = 6
@@ -110,26 +111,6 @@ class AlignInfo:
         d["scale"] = list(self.scale)
         d["matrix"] = [list(r) for r in self.matrix]
         return d
-
-
-def reference_lattice(geom: Any, window: Any) -> dict[str, Any]:
-    """The training frame of a cell: moiré period, twist angle, reciprocal basis, Bragg indices.
-
-    ``geom`` is anything :class:`moireu.stm.measure.CellGeometry` accepts.
-    """
-    from moireu.stm.measure import CellGeometry
-    from moireu.stm.patch import reciprocal_peaks
-
-    g = CellGeometry.of(geom)
-    rec = 2 * np.pi * np.linalg.inv(g.cell).T
-    peaks = reciprocal_peaks(g.positions, g.cell, g.layer, g.sublattice, window)
-    B = peaks["bragg"]
-    if len(B):
-        kmin = float(np.linalg.norm(B, axis=1).min())
-        B = B[np.linalg.norm(B, axis=1) <= kmin * 1.01]
-    idx = np.rint(B @ g.cell.T / (2 * np.pi)).astype(int)
-    return {"moire_period": g.moire_period, "twist_deg": g.theta0_deg if g.bilayer else None,
-            "reciprocal": tuple(map(tuple, rec.tolist())), "bragg_indices": tuple(map(tuple, idx.tolist()))}
 
 
 def _first_shell(rec: np.ndarray) -> np.ndarray:

@@ -126,14 +126,13 @@ from typing import Any
 
 import numpy as np
 
-from moireu.constants import A_LAT
+from moireu.constants import A_LAT, POISSON_GRAPHENE
 from moireu.errors import InputError
 from moireu.io.base import MapData
 from moireu.stm.align import BRAGG_CONTRAST, CONTRAST_LO, _first_shell, _Spectrum
-from moireu.stm.ftldos import ft_points
+from moireu.lattice.geometry import rotation
+from moireu.stm.ft import ft_points
 
-#: Poisson ratio of graphene (Kerelsky et al. 2019; Huder et al. 2018)
-POISSON_RATIO = 0.16
 #: twist angles (deg) whose moiré the search covers, and the margin on |g| around them
 TWIST_RANGE_DEG = (0.5, 10.0)
 SEARCH_MARGIN = 0.2
@@ -149,11 +148,6 @@ _SZ = np.array([[1.0, 0.0], [0.0, -1.0]])
 _SX = np.array([[0.0, 1.0], [1.0, 0.0]])
 
 
-def _rot(a: float) -> np.ndarray:
-    c, s = math.cos(a), math.sin(a)
-    return np.array([[c, -s], [s, c]])
-
-
 def graphene_shell(a: float = A_LAT) -> np.ndarray:
     """The three first-shell reciprocal vectors :math:`\\mathbf G^0_j` (3, 2) Å⁻¹ of graphene with
     :math:`\\mathbf a_1 = a(1, 0)`, :math:`\\mathbf a_2 = a(1/2, \\sqrt3/2)`, at 30°, 90°, 150°
@@ -162,21 +156,21 @@ def graphene_shell(a: float = A_LAT) -> np.ndarray:
     return _first_shell(2 * np.pi * np.linalg.inv(cell).T)[:3]
 
 
-def strain_tensor(eps: float, phi: float, nu: float = POISSON_RATIO) -> np.ndarray:
+def strain_tensor(eps: float, phi: float, nu: float = POISSON_GRAPHENE) -> np.ndarray:
     """Uniaxial strain :math:`\\varepsilon(\\hat c\\hat c^T - \\nu\\hat n\\hat n^T)` along φ (rad)."""
     c = np.array([math.cos(phi), math.sin(phi)])
     n = np.array([-c[1], c[0]])
     return eps * (np.outer(c, c) - nu * np.outer(n, n))
 
 
-def moire_matrix(theta: float, eps: float, phi: float, alpha: float, nu: float = POISSON_RATIO) -> np.ndarray:
+def moire_matrix(theta: float, eps: float, phi: float, alpha: float, nu: float = POISSON_GRAPHENE) -> np.ndarray:
     """T of :math:`\\mathbf g_j = T\\mathbf G^0_j` (module docstring); angles in rad."""
     E = strain_tensor(eps, phi, nu)
-    return (_rot(theta / 2) - np.linalg.solve(np.eye(2) + E, _rot(-theta / 2))) @ _rot(alpha)
+    return (rotation(theta / 2) - np.linalg.solve(np.eye(2) + E, rotation(-theta / 2))) @ rotation(alpha)
 
 
 def moire_vectors(theta_deg: float, eps: float, phi_deg: float, alpha_deg: float = 0.0, a: float = A_LAT,
-                  nu: float = POISSON_RATIO) -> np.ndarray:
+                  nu: float = POISSON_GRAPHENE) -> np.ndarray:
     """The three first-shell moiré vectors (3, 2) Å⁻¹ of the model; ε as a fraction (0.003 = 0.3 %)."""
     T = moire_matrix(math.radians(theta_deg), eps, math.radians(phi_deg), math.radians(alpha_deg), nu)
     return graphene_shell(a) @ T.T
@@ -187,7 +181,7 @@ def _t_of(p: np.ndarray, nu: float) -> np.ndarray:
     th, ec, es, al = p
     en = math.hypot(ec, es)
     E = 0.5 * (1 - nu) * en * np.eye(2) + 0.5 * (1 + nu) * (ec * _SZ + es * _SX)
-    return (_rot(th / 2) - np.linalg.solve(np.eye(2) + E, _rot(-th / 2))) @ _rot(al)
+    return (rotation(th / 2) - np.linalg.solve(np.eye(2) + E, rotation(-th / 2))) @ rotation(al)
 
 
 def _first_order(T: np.ndarray, nu: float) -> np.ndarray:
@@ -566,7 +560,7 @@ def _wrap(x: float, period: float, lo: float = 0.0) -> float:
     return (x - lo) % period + lo
 
 
-def measure_metrology(m: MapData, a: float = A_LAT, nu: float = POISSON_RATIO,
+def measure_metrology(m: MapData, a: float = A_LAT, nu: float = POISSON_GRAPHENE,
                       keep_spectrum: bool = True) -> LatticeMetrology:
     """Moiré wave vectors, wavelengths, twist, heterostrain and (atoms resolved) scanner calibration.
 

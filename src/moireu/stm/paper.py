@@ -11,7 +11,7 @@ The reference image of one LDOS state is built in two steps; this module is the 
    :math:`k_x \\in \\tfrac{2\\pi}{a}[-1.1, 1.1]`, :math:`k_y \\in \\tfrac{4\\pi}{\\sqrt3 a}[-1.1, 1.1]`
    (end points included, a = 2.46 Å). Without mean subtraction the k = 0 peak
    :math:`F(0) = \\sum_i \\mathrm{LDOS}_i` and the Bragg peaks of the lattice form factor dominate |F|.
-   The grid is :func:`moireu.stm.ftldos.ft_grid` (finufft type 1; agrees with the direct sum).
+   The grid is :func:`moireu.stm.ft.ft_grid` (finufft type 1; agrees with the direct sum).
 2. |F| drawn with the turbo colour map, saved as PNG, read back in grayscale and resized to
    256 × 256 (:func:`moireu.plot.raster.paper_raster`).
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from moireu.errors import InputError
-from moireu.stm.ftldos import FTWindow, ft_grid
+from moireu.stm.ft import FTWindow, ft_grid
 from moireu.stm.patch import build_patch
 
 __all__ = ["PaperTransform", "paper_amplitude", "paper_image", "PAPER_GRID"]

@@ -30,14 +30,10 @@ from typing import Any
 import numpy as np
 
 from moireu.errors import InputError
+from moireu.lattice.geometry import rotation
 
 BOHR = 0.529177210903  # Å
 ZETA_C2P = 1.5679 / BOHR  # Å⁻¹, Clementi–Raimondi exponent of the C 2p orbital
-
-
-def _rot(deg: float) -> np.ndarray:
-    c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
-    return np.array([[c, -s], [s, c]])
 
 
 @dataclass(frozen=True)
@@ -119,7 +115,7 @@ def build_patch(xy: np.ndarray, cell: np.ndarray, values: np.ndarray | None = No
     keep = np.all((f >= -tol) & (f < P - tol), axis=1)
     pts, atom = pts[keep], atom[keep]
     center = o_red + 0.5 * P * (cell[0] + cell[1])
-    rel = (pts - center) @ _rot(rotation_deg).T
+    rel = (pts - center) @ rotation(math.radians(rotation_deg)).T
     if crop is not None:
         if np.ndim(crop) == 0:
             r = float(crop)  # type: ignore[arg-type]
@@ -185,9 +181,9 @@ def render_map(xy: np.ndarray, w: np.ndarray, pixels: int = 256, extent: tuple[f
     """
     import xarray as xr
 
-    from moireu.stm.ftldos import _check_points
+    from moireu.stm.ft import check_points
 
-    xy, w = _check_points(xy, w)
+    xy, w = check_points(xy, w)
     w = np.asarray(w, dtype=float)
     if int(pixels) != pixels or pixels < 8:
         raise InputError(f"map size must be an integer ≥ 8 pixels, got {pixels!r}")
@@ -249,7 +245,7 @@ def reciprocal_peaks(positions: np.ndarray, cell: np.ndarray, layer: np.ndarray 
     -------
     dict with ``bragg`` (n, 2), ``bragg_layer`` (n,), ``moire`` (m, 2) in Å⁻¹.
     """
-    from moireu.stm.ftldos import FTWindow
+    from moireu.stm.ft import FTWindow
 
     window = window or FTWindow.reference()
     pos = np.asarray(positions, dtype=float)[:, :2]

@@ -18,7 +18,8 @@ from moireu.errors import InputError
 from moireu.stm.align import AlignInfo, map_to_image
 from moireu.stm.ftldos import ImageTransform
 from moireu.stm.ldos import ldos_at
-from moireu.stm.measure import CellGeometry, MeasurementSpec, ScanParams, simulate_map
+from moireu.stm.geometry import CellGeometry
+from moireu.stm.measure import MeasurementSpec, ScanParams, simulate_map
 from moireu.stm.patch import reciprocal_peaks
 
 
