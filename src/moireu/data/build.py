@@ -51,7 +51,7 @@ from moireu.data.plan import (REFINE_KEYS, ImageSpec, Plan, SolvePoint, build_ch
 from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
-from moireu.hf.ground import SAME_STATE_E
+from moireu.hf.ground import is_lower
 from moireu.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -235,7 +235,7 @@ def sweep_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, direction
                 rec |= {"from_U": prev.U, "carried_energy": float(new["total_energy"]),
                         "carried_converged": bool(new["converged"]), "carried_iterations": int(new["iterations"])}
             if (new is not None and new["converged"] and math.isfinite(new["total_energy"])
-                    and new["total_energy"] < e_own - SAME_STATE_E):  # closer: the same state
+                    and is_lower(new["total_energy"], e_own)):  # the rule of moireu.hf.ground
                 wd.check_owned()
                 replace_path(tmp, final)
                 rec |= {k: _plain(new[k]) for k in SUMMARY_KEYS} | {"source": "carried"}
@@ -772,7 +772,7 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
     """Give each point the lowest converged state among its own and the two sweeps' (ties: its own);
     its record gets ``swept`` (the states' energies) and, when a sweep's state won, that state's
     summary, ``branch`` = the sweep and ``energy_margin`` to the next distinct state. Returns how many
-    points took a sweep's state. States within ``SAME_STATE_E`` of each other are one state. Idempotent:
+    points took a sweep's state. States within :data:`moireu.hf.ground.SAME_STATE_E` of each other are one state (:func:`moireu.hf.ground.is_lower`). Idempotent:
     a settled record is left alone."""
     lowered = 0
     for p in points:
@@ -788,7 +788,7 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
         if rec is None and len(states) == 1:
             continue  # failed solve, nothing carried in: stays a failure
         best = min(states, key=lambda k: (states[k], k != "own"))
-        if states[best] > states["own"] - SAME_STATE_E:
+        if not is_lower(states[best], states["own"]):
             best = "own"  # the same state (or a round-off tie)
         e_best = states[best]
         swept = {k: v for k, v in states.items() if math.isfinite(v)}
@@ -800,7 +800,7 @@ def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
             shutil.copyfile(wd.sweep_result_path(p, best), tmp)
             replace_path(tmp, wd.result_path(p))
             others = [e - e_best for e in [*tried, *states.values()]
-                      if math.isfinite(e) and e - e_best > SAME_STATE_E]
+                      if math.isfinite(e) and is_lower(e_best, e)]
             new = (dict(rec or _point_info(p)) | {k: sr[k] for k in SUMMARY_KEYS if k in sr}
                    | {"status": "ok", "branch": sc.BRANCH_CODES[sc.SWEEPS[best]],
                       "energy_margin": min(others, default=math.nan), "swept": swept, "from_U": sr["from_U"]})

@@ -38,7 +38,7 @@ from moireu.config import MoireuConfig
 from moireu.data.schema import NEIGHBOURS, SWEEPS, U_DECIMALS
 from moireu.data.states import Point, States, geometry_of, needed_biases
 from moireu.errors import InputError
-from moireu.hf.ground import SAME_STATE_E, SAME_STATE_M, TIE_E
+from moireu.hf.ground import is_lower, lower_bound, select
 
 __all__ = ["LadderReport", "blas_threads", "build_states", "solve_point"]
 
@@ -141,20 +141,16 @@ def solve_point(cfg: MoireuConfig, U: float, filling: float, *, candidates: Sequ
                                      warm_start=start)
     cands = {k: {"converged": bool(r.converged), "iterations": int(r.iterations), "total_energy": float(r.total_energy),
                  "max_moment": float(r.max_moment), "seconds": float(r.seconds)} for k, r in found.items()}
-    conv = {k: r for k, r in found.items() if r.converged and math.isfinite(r.total_energy)}
     out: dict[str, Any] = {"point": None, "energy": math.inf, "candidates": cands}
-    if conv:
-        e_min = min(r.total_energy for r in conv.values())
-        branch = next(k for k, r in conv.items() if r.total_energy - e_min <= TIE_E)
-        best = conv[branch]
+    branch, margin = select(found)  # the rule of moireu.hf.ground
+    if branch is not None:
+        best = found[branch]
         out["energy"] = float(best.total_energy)
-        others = [r.total_energy - best.total_energy for k, r in conv.items() if k != branch and not (
-            abs(r.total_energy - best.total_energy) < SAME_STATE_E and abs(r.max_moment - best.max_moment) < SAME_STATE_M)]
         if best.total_energy < ldos_below:
             st = cfg.stm
             ldos = np.asarray(ldos_at(system, best, biases=needed_biases(cfg), eta=st.eta, kind=st.broadening,
                                       kmesh=st.kmesh, per_spin=True))
-            out["point"] = point_of(best, branch, ldos, min(others, default=math.nan))
+            out["point"] = point_of(best, branch, ldos, margin)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -379,7 +375,7 @@ def _sweeps(client: Any, cfg: MoireuConfig, st: States, nu: float, rep: LadderRe
                 if tried != src.state_id:
                     jobs.append((direction, src, tgt, client.submit(
                         _task, cfg, tgt.U, nu, (), ((SWEEPS[direction], st.result(src.U, nu)),),
-                        tgt.total_energy - SAME_STATE_E, every, pure=False,
+                        lower_bound(tgt.total_energy), every, pure=False,
                         key=f"states-sweep-{direction}-{tgt.U}-{time.time_ns():x}")))
             up, down = up + 1, down - 1
             for direction, src, tgt, fut in jobs:
@@ -390,7 +386,7 @@ def _sweeps(client: Any, cfg: MoireuConfig, st: States, nu: float, rep: LadderRe
                 cur = st.get(tgt.U, nu)  # the other direction may have replaced it meanwhile
                 new: Point | None = r["point"]
                 carried = r["energy"]
-                if new is not None and new.total_energy < cur.total_energy - SAME_STATE_E:
+                if new is not None and is_lower(new.total_energy, cur.total_energy):
                     new.scalars["from_U"] = src.U
                     new.scalars["energy_margin"] = cur.total_energy - new.total_energy
                     new.record |= {"candidates": cur.record.get("candidates", {}) | r["candidates"],
@@ -403,7 +399,7 @@ def _sweeps(client: Any, cfg: MoireuConfig, st: States, nu: float, rep: LadderRe
                     msg = f"lower state carried in from U = {src.U:g} ({1e3 * -new.scalars['energy_margin']:+.2f} meV)"
                 else:
                     cur.record = cur.record | {"cost": _cost(cur.record, "sweep", r["seconds"], r.get("cpu_seconds", 0.0))}
-                    if math.isfinite(carried) and carried - cur.total_energy > SAME_STATE_E:
+                    if math.isfinite(carried) and is_lower(cur.total_energy, carried):  # another, higher state
                         m = cur.scalars["energy_margin"]
                         cur.scalars["energy_margin"] = min(m, carried - cur.total_energy) if math.isfinite(m) \
                             else carried - cur.total_energy

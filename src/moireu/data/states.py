@@ -129,7 +129,7 @@ class Point:
         kept state may not be the HF ground state: ``{"candidate", "below_meV", "iterations", "max_moment"}``
         of the lowest such start, else None.
         """
-        from moireu.hf.ground import SAME_STATE_E
+        from moireu.hf.ground import is_lower
 
         low = [(float(v["total_energy"]) - self.total_energy, k, v)
                for k, v in self.record.get("candidates", {}).items()
@@ -137,7 +137,7 @@ class Point:
         if not low:
             return None
         d, k, v = min(low, key=lambda t: t[0])
-        if d >= -SAME_STATE_E:
+        if not is_lower(float(v["total_energy"]), self.total_energy):
             return None
         return {"candidate": k, "below_meV": round(1e3 * d, 3), "iterations": int(v.get("iterations", 0)),
                 "max_moment": float(v.get("max_moment", math.nan))}
@@ -328,14 +328,15 @@ class States:
         proves that a state lower than the one stored exists at a neighbour (the state of rung k, carried
         there, lies on the tangent at U_k, below the chord).
         """
-        from moireu.hf.ground import SAME_STATE_E
+        from moireu.hf.ground import is_lower
 
         pts = sorted((p for p in self.points("ladder") if p.filling == filling), key=lambda p: p.U)
         out = []
         for a, b, c in zip(pts, pts[1:], pts[2:]):
             w = (b.U - a.U) / (c.U - a.U)
-            d = b.total_energy - ((1 - w) * a.total_energy + w * c.total_energy)
-            if d < -SAME_STATE_E:
+            chord = (1 - w) * a.total_energy + w * c.total_energy
+            d = b.total_energy - chord
+            if is_lower(b.total_energy, chord):
                 out.append({"U": b.U, "filling": filling, "below_chord_meV": round(1e3 * d, 3),
                             "neighbours": [a.U, c.U]})
         return out

@@ -46,14 +46,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from moireu.errors import InputError
 from moireu.hf.result import HFResult
 
-__all__ = ["CANDIDATES", "NONMAGNETIC_MOMENT", "ground_state", "nonmagnetic_anchor", "spin_average"]
+__all__ = ["CANDIDATES", "NONMAGNETIC_MOMENT", "ground_state", "is_lower", "lower_bound", "nonmagnetic_anchor", "select",
+           "spin_average"]
 
 #: candidate starts, in the order they are tried (ties in energy go to the earlier one)
 CANDIDATES = ("warm", "seed", "nonmagnetic", "reference", "ferro")
@@ -145,23 +146,47 @@ def ground_state(solve: Callable[..., HFResult], *, warm_start: HFResult | Seque
     if not found:
         raise InputError(f"ground-state candidates {list(candidates)} gave no start "
                          "(a 'warm' or 'nonmagnetic' candidate alone needs a warm start)")
-    conv = {k: r for k, r in found.items() if r.converged and math.isfinite(r.total_energy)}
-    if conv:
-        e_min = min(r.total_energy for r in conv.values())
-        # dict order = candidate order: round-off ties go to the earlier candidate
-        branch = next(k for k, r in conv.items() if r.total_energy - e_min <= TIE_E)
-    else:
+    branch, margin = select(found)
+    if branch is None:  # nothing converged: the start that came closest
         branch = min(found, key=lambda k: _last_residual(found[k]))
     best = found[branch]
-    others = [r.total_energy - best.total_energy for k, r in conv.items()
-              if k != branch and not (abs(r.total_energy - best.total_energy) < SAME_STATE_E
-                                      and abs(r.max_moment - best.max_moment) < SAME_STATE_M)]
-    report = {"branch": branch, "energy_margin": float(min(others)) if others else math.nan,
+    report = {"branch": branch, "energy_margin": margin,
               "candidates": {k: {"converged": bool(r.converged), "iterations": int(r.iterations),
                                  "total_energy": float(r.total_energy), "max_moment": float(r.max_moment),
                                  "seconds": float(r.seconds)} for k, r in found.items()}}
     best.meta = dict(best.meta) | {"ground_state": report}
     return best
+
+
+def select(found: Mapping[str, HFResult]) -> tuple[str | None, float]:
+    """The ground-state rule: among the converged solutions (insertion order = candidate order), the one
+    of lowest total energy, a round-off tie (:data:`TIE_E`) going to the earlier one.
+
+    Returns its name (``None`` when none converged) and its energy margin: how far (eV per cell) the
+    next *other* state lies above it (solutions within :data:`SAME_STATE_E` and :data:`SAME_STATE_M` of it
+    are the same state; ``nan`` when there is no other).
+    """
+    conv = {k: r for k, r in found.items() if r.converged and math.isfinite(r.total_energy)}
+    if not conv:
+        return None, math.nan
+    e_min = min(r.total_energy for r in conv.values())
+    branch = next(k for k, r in conv.items() if r.total_energy - e_min <= TIE_E)
+    best = conv[branch]
+    others = [r.total_energy - best.total_energy for k, r in conv.items()
+              if k != branch and not (abs(r.total_energy - best.total_energy) < SAME_STATE_E
+                                      and abs(r.max_moment - best.max_moment) < SAME_STATE_M)]
+    return branch, float(min(others)) if others else math.nan
+
+
+def lower_bound(e_kept: float) -> float:
+    """A state replaces a kept state of energy ``e_kept`` (eV per cell) only below this energy: closer
+    than :data:`SAME_STATE_E` it is the same state (what a sweep step compares against)."""
+    return e_kept - SAME_STATE_E
+
+
+def is_lower(e_new: float, e_kept: float) -> bool:
+    """Whether a converged state of energy ``e_new`` is a lower state than the kept one (:func:`lower_bound`)."""
+    return e_new < lower_bound(e_kept)
 
 
 def _last_residual(r: HFResult) -> float:
