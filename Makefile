@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean paper
+.PHONY: demo test install bench clean paper docs
 
 # `make paper`: Tanksale & Stauber (arXiv:2602.18890) reproduced beside ours at the paper preset (i = 9),
 # resumable (rerun to continue); PAPER_ARGS overrides, e.g. a tiny check:
@@ -31,10 +31,16 @@ paper: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/lint-imports --no-cache
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -q
+
+# `make docs`: the API reference built from the docstrings (docs/api → docs/api/_build/html/index.html);
+# any Sphinx warning fails it (-W), so `make test` runs it
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs/api docs/api/_build/html
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs docs/api/_build docs/api/_generated

@@ -30,6 +30,7 @@ class _Section(BaseModel):
 
 
 def _mesh(v: Any) -> tuple[int, int]:
+    """One or two positive integers (one number n means n × n)."""
     if isinstance(v, int):
         v = (v, v)
     v = tuple(int(x) for x in v)
@@ -51,6 +52,7 @@ class LatticeConfig(_Section):
     @field_validator("cutoff")
     @classmethod
     def _cutoff(cls, v: float) -> float:
+        """> a_cc, the carbon–carbon distance (moireu.constants.A_CC)."""
         if not v > A_CC:
             raise ValueError(f"must exceed the carbon–carbon distance a_cc = {A_CC} Å, got {v}")
         return v
@@ -67,21 +69,25 @@ class HFConfig(_Section):
     filling: float = Field(0.0, ge=-4.0, le=4.0, description="ν, electrons per moiré cell from neutrality")
     kT: float = Field(0.001, gt=0.0, description="temperature k_B T (eV)")
     kmesh: tuple[int, int] = Field((2, 2), description="Monkhorst–Pack mesh (time-reversal reduced)")
-    init: Literal["paramagnetic", "afm", "ferro", "random"] = "afm"
+    init: Literal["paramagnetic", "afm", "ferro", "random"] = Field("afm", description="initial moment pattern of "
+                                                                    "the solve (moireu.hf.terms.base.INITS)")
     init_amplitude: float = Field(1.0, ge=0.0, le=1.0, description="initial moment per site (seed from above)")
-    mixer: Literal["anderson", "broyden", "linear"] = "anderson"
-    mixing_weight: float = Field(0.3, gt=0.0, le=1.0)
-    mixing_history: int = Field(8, ge=1)
+    mixer: Literal["anderson", "broyden", "linear"] = Field("anderson", description="density mixing of the "
+                                                            "self-consistency loop (moireu.hf.mixing)")
+    mixing_weight: float = Field(0.3, gt=0.0, le=1.0, description="mixing weight β: the step along the residual "
+                                 "(moireu.hf.mixing)")
+    mixing_history: int = Field(8, ge=1, description="stored differences of the Anderson/Broyden mixer")
     tol: float = Field(1e-6, gt=0.0, description="density-matrix residual tolerance")
     energy_tol: float = Field(1e-7, gt=0.0, description="total-energy change tolerance (eV)")
-    max_iter: int = Field(300, ge=1)
-    backend: Literal["scipy", "torch"] = "scipy"
+    max_iter: int = Field(300, ge=1, description="self-consistency iterations at most")
+    backend: Literal["scipy", "torch"] = Field("scipy", description="eigensolver: scipy (LAPACK per k) or torch "
+                                               "(batched torch.linalg.eigh)")
 
     _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
 
 
 def _range(v: Any) -> tuple[float, float]:
-    """A (lo, hi) range from a pair (or one number: lo = hi)."""
+    """A range [lo, hi] with lo ≤ hi (one number x means [x, x])."""
     if isinstance(v, (int, float)):
         v = (v, v)
     v = tuple(float(x) for x in v)
@@ -125,6 +131,7 @@ class MeasurementConfig(_Section):
     @field_validator("pixel_size")
     @classmethod
     def _pixel(cls, v: tuple[float, float]) -> tuple[float, float]:
+        """lo > 0."""
         if v[0] <= 0:
             raise ValueError(f"pixel sizes must be positive (Å), got {list(v)}")
         return v
@@ -132,6 +139,7 @@ class MeasurementConfig(_Section):
     @field_validator("heterostrain", "noise_white", "noise_pink", "noise_lines")
     @classmethod
     def _nonneg(cls, v: tuple[float, float]) -> tuple[float, float]:
+        """lo ≥ 0."""
         if v[0] < 0:
             raise ValueError(f"must be ≥ 0, got {list(v)}")
         return v
@@ -142,16 +150,18 @@ class STMConfig(_Section):
 
     biases: tuple[float, ...] = Field((0.0,), description="bias offsets from E_F (eV)")
     eta: float = Field(0.004, gt=0.0, description="LDOS broadening (eV)")
-    broadening: Literal["lorentzian", "gaussian"] = "lorentzian"
+    broadening: Literal["lorentzian", "gaussian"] = Field("lorentzian", description="LDOS line shape of width eta")
     kmesh: tuple[int, int] = Field((4, 4), description="k-mesh for the LDOS (denser than the SCF mesh is fine)")
     patch_cells: int = Field(6, ge=1, description="patch of P×P moiré cells")
     tip_height: float = Field(3.0, gt=0.0, description="nominal tip height above the top layer (Å)")
     map_pixels: int = Field(256, ge=8, description="rendered real-space map size (pixels per side)")
     n_pixels: int = Field(256, ge=8, description="FT-LDOS image size N×N")
     window_scale: float = Field(1.1, gt=0.0, description="k window: scale × (2π/a, 4π/(√3 a))")
-    subtract_mean: bool = True
-    log_scale: bool = False
-    normalize: Literal["zscore", "minmax", "none"] = "zscore"
+    subtract_mean: bool = Field(True, description="subtract the mean weight before the transform (removes the "
+                                "Bragg peaks of a uniform LDOS, leaving its modulation)")
+    log_scale: bool = Field(False, description="image = log10 of the FT amplitude instead of the amplitude")
+    normalize: Literal["zscore", "minmax", "none"] = Field("zscore", description="per-image normalisation, "
+                                                           "applied last")
     measurement: MeasurementConfig = MeasurementConfig()
 
     _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
@@ -161,8 +171,8 @@ class DatasetConfig(_Section):
     """U grid × variations swept on dask."""
 
     U_values: tuple[float, ...] = Field(tuple(0.5 * i for i in range(13)), description="training U grid (eV)")
-    fillings: tuple[float, ...] = (0.0,)
-    biases: tuple[float, ...] = (0.0,)
+    fillings: tuple[float, ...] = Field((0.0,), description="fillings ν (electrons per moiré cell from neutrality)")
+    biases: tuple[float, ...] = Field((0.0,), description="bias offsets from E_F (eV) of the images")
     n_offsets: int = Field(4, ge=1, description="random acquisitions (scans drawn from stm.measurement) per "
                            "(U, ν, bias); every image has its own scan")
     heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
@@ -171,7 +181,8 @@ class DatasetConfig(_Section):
     chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain, when 'warm' is a "
                                                   "ground_state candidate (the chains, and with them the data, do "
                                                   "not depend on the number of workers)")
-    retry: bool = True
+    retry: bool = Field(True, description="retry a failed or unconverged point once: another mixer, twice the "
+                        "iterations (moireu.data.tasks.retry_overrides)")
     refine: int = Field(0, ge=0, description="extra grid U at the midpoints of the grid intervals where the HF "
                                              "order parameters change most (0 = off; see moireu.data.plan)")
     ground_state: tuple[str, ...] = Field(("seed", "nonmagnetic", "ferro"),
@@ -191,6 +202,7 @@ class DatasetConfig(_Section):
     @field_validator("U_values")
     @classmethod
     def _grid(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        """Non-empty, distinct, each ≥ 0 (kept sorted)."""
         if len(v) == 0:
             raise ValueError("the U grid is empty")
         if len(set(v)) != len(v):
@@ -203,6 +215,7 @@ class DatasetConfig(_Section):
     @field_validator("ground_state")
     @classmethod
     def _ground(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """Non-empty, distinct names of moireu.hf.ground.CANDIDATES."""
         from moireu.hf.ground import CANDIDATES
 
         bad = [c for c in v if c not in CANDIDATES]
@@ -234,6 +247,7 @@ class StatesConfig(_Section):
     @field_validator("candidates")
     @classmethod
     def _cold(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        """Non-empty, distinct names of moireu.hf.ground.CANDIDATES other than 'warm'."""
         from moireu.hf.ground import CANDIDATES
 
         bad = [c for c in v if c not in CANDIDATES or c == "warm"]
@@ -243,6 +257,7 @@ class StatesConfig(_Section):
 
     @model_validator(mode="after")
     def _ladder(self) -> "StatesConfig":
+        """U_max ≥ U_min, U_max − U_min a whole number of U_step, fillings non-empty and distinct."""
         if self.U_max < self.U_min:
             raise ValueError(f"U_max ({self.U_max}) must be ≥ U_min ({self.U_min})")
         n = (self.U_max - self.U_min) / self.U_step
@@ -264,26 +279,28 @@ class TrainConfig(_Section):
     """Regressor training."""
 
     model: str = Field("cnn", description="a registered model variant (`moireu models`)")
-    recipe: Literal["ours", "paper"] = "ours"
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(32, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    patience: int = Field(10, ge=1)
-    grad_clip: float = Field(1.0, gt=0.0)
+    recipe: Literal["ours", "paper"] = Field("ours", description="training settings: ours, or paper (the "
+                                             "reference's, fixed: moireu.ml.train.resolve_recipe)")
+    epochs: int = Field(40, ge=1, description="training epochs at most")
+    batch_size: int = Field(32, ge=1, description="images per optimiser step")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    weight_decay: float = Field(1e-4, ge=0.0, description="Adam weight decay")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout probability of the regression head")
+    patience: int = Field(10, ge=1, description="epochs without a better validation loss before early stopping")
+    grad_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip")
     augment: Literal["clean", "mild", "symb", "noisy"] = Field("clean", description="training augmentation profile "
                                                                "(recipe ours; mild: robust to mild corruption, less accurate on clean data)")
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
-    retrain_full: bool = False
+    retrain_full: bool = Field(False, description="after early stopping, train a fresh network on train + "
+                               "validation images for the best epoch count")
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
     split: Literal["variation", "paper"] = Field("variation", description="variation: train/val/cal/test by "
                                                  "variation group (leak-free); paper: random 60/20/20, seed 42")
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for early stopping")
     cal_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the conformal "
                                 "interval and the out-of-distribution threshold")
-    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
-    coverage: float = Field(0.9, gt=0.0, lt=1.0)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the test split")
+    coverage: float = Field(0.9, gt=0.0, lt=1.0, description="nominal coverage of the conformal interval")
     loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
@@ -309,6 +326,7 @@ class TrainConfig(_Section):
     @field_validator("model")
     @classmethod
     def _registered(cls, v: str) -> str:
+        """A model variant of the registry (moireu.ml.models.available_models; `moireu models` lists them)."""
         # the choices are the model registry's names (imported lazily: torch only when a config is validated
         # with a model name the registry must check)
         from moireu.ml.models import available_models
@@ -338,6 +356,7 @@ class AnalysisConfig(_Section):
     @field_validator("baseline_components")
     @classmethod
     def _ks(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        """One or more positive integers (kept sorted, without repeats)."""
         if not v or min(v) < 1:
             raise ValueError(f"need one or more positive component counts, got {v}")
         return tuple(sorted(set(int(x) for x in v)))
@@ -348,7 +367,7 @@ class MoireuConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    preset: str = "custom"
+    preset: str = Field("custom", description="name of the preset the configuration started from")
     seed: int = Field(0, ge=0, description="drives every random choice")
     lattice: LatticeConfig = LatticeConfig()
     hf: HFConfig = HFConfig()
@@ -360,6 +379,7 @@ class MoireuConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistency(self) -> "MoireuConfig":
+        """dataset.heldout > 0 needs a U grid with a range (U_values not all equal)."""
         if self.dataset.heldout and max(self.dataset.U_values) <= min(self.dataset.U_values):
             raise ValueError("held-out U needs a U grid with a range")
         return self

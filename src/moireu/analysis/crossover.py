@@ -213,7 +213,7 @@ def order_parameter_crossover(U: np.ndarray, values: np.ndarray, quantity: str, 
 
 def order_parameter_onset(U: np.ndarray, values: np.ndarray, quantity: str, t: float = T_NN,
                           threshold: float = 1e-3) -> CrossoverEstimate:
-    """U_c bracketed by the sampled U: the last U where |order parameter| < ``threshold`` and the next one.
+    """U_c bracketed by the sampled U: the last U where ``|order parameter|`` < ``threshold`` and the next one.
 
     The mean-field transition is where the ordered solution first exists, so on a U grid it lies in
     (U_below, U_above]. The estimate is the bracket's midpoint, its uncertainty the standard deviation

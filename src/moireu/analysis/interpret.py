@@ -160,7 +160,7 @@ def sample_geometries(images: np.ndarray, kx: np.ndarray, ky: np.ndarray, theta_
 def attention_profile(maps: np.ndarray, U: np.ndarray, kx: np.ndarray, ky: np.ndarray,
                       geometries: list[PeakGeometry], group: np.ndarray,
                       radius_fraction: float = 0.3) -> dict:
-    """Per-sample and per-U shares of |attribution| in central / Bragg / satellite / other regions.
+    """Per-sample and per-U shares of ``|attribution|`` in central / Bragg / satellite / other regions.
 
     Returns a dict with ``regions``, ``shares`` (n, 4), ``U`` (distinct), ``mean``/``std`` (m, 4) and
     ``area_fraction`` (4,) (share of pixels; a featureless map would have shares equal to it).

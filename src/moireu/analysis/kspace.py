@@ -49,12 +49,12 @@ def twist_angle_deg(index: int) -> float:
 
 
 def bragg_radius(a: float = A_LAT) -> float:
-    """|G| = 4π/(√3 a) (Å⁻¹) of the first graphene Bragg shell."""
+    """``|G|`` = 4π/(√3 a) (Å⁻¹) of the first graphene Bragg shell."""
     return 4.0 * math.pi / (math.sqrt(3.0) * a)
 
 
 def moire_radius(theta_deg: float, a: float = A_LAT) -> float:
-    """|g_M| = 2 |G| sin(θ/2) (Å⁻¹), length of the shortest moiré reciprocal vectors."""
+    """``|g_M|`` = 2 ``|G|`` sin(θ/2) (Å⁻¹), length of the shortest moiré reciprocal vectors."""
     return 2.0 * bragg_radius(a) * math.sin(math.radians(theta_deg) / 2.0)
 
 
@@ -77,7 +77,7 @@ def estimate_orientation(image: np.ndarray, kx: np.ndarray, ky: np.ndarray, thet
     Raises
     ------
     InputError
-        When the window does not reach the Bragg ring |k| = |G|.
+        When the window does not reach the Bragg ring ``|k|`` = ``|G|``.
     """
     kx = np.asarray(kx, float)
     ky = np.asarray(ky, float)
@@ -120,7 +120,7 @@ class PeakGeometry:
     bragg : (12, 2) Bragg peaks of both layers (mean direction φ₀ ± θ/2).
     satellites : (m, 2) moiré satellites: first moiré shell around Γ and around every Bragg peak,
         excluding points that coincide with a Bragg peak of the other layer.
-    g_bragg, g_moire : |G| and |g_M| (Å⁻¹).
+    g_bragg, g_moire : ``|G|`` and ``|g_M|`` (Å⁻¹).
     theta_deg, phi0_rad : twist angle and orientation of the mean Bragg directions.
     """
 
@@ -161,7 +161,7 @@ def region_masks(kx: np.ndarray, ky: np.ndarray, geom: PeakGeometry,
 
     Every region is a union of discs of radius ``r = max(radius_fraction·|g_M|, min_radius_px·Δk)``
     (Δk the pixel spacing) around the centres of :func:`peak_geometry`. All centres lie on the moiré
-    reciprocal lattice (spacing |g_M|), so for ``radius_fraction < 0.5`` the discs are disjoint.
+    reciprocal lattice (spacing ``|g_M|``), so for ``radius_fraction < 0.5`` the discs are disjoint.
     ``other`` is the complement; the four masks partition the image.
     """
     if not 0.0 < radius_fraction < 0.5:

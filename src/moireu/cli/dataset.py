@@ -131,8 +131,8 @@ def paper_images_cmd(
 ) -> None:
     """Same samples, HF states and U labels; images made the reference's way (arXiv:2602.18890).
 
-    |F| = |Σ LDOS e^(−ik·r)| without mean subtraction on the grid × grid window, drawn with turbo,
-    saved as PNG, read back in grayscale, resized to 256². Resumable: rerun after an interruption.
+    The magnitude of F = Σ LDOS e^(−ik·r), without mean subtraction, on the grid × grid window, drawn
+    with turbo, saved as PNG, read back in grayscale, resized to 256². Resumable: rerun after an interruption.
     """
     from moireu.data.paper import paper_store
     from moireu.stm.paper import PaperTransform

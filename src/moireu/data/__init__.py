@@ -2,10 +2,14 @@
 
 Public API
 ----------
-``build_dataset(cfg, out, ...) -> BuildReport``   build / resume / extend a store (:mod:`.build`)
-``open_store(path) -> xarray.Dataset``            the one store reader (schema: :mod:`.schema`)
-``make_plan(cfg, n_chains) -> Plan``              the solve points, image specs and warm-start chains
-``dataset_info(path) -> dict``, ``export_png(path, dir)``   summaries and viewable PNGs (:mod:`.info`)
+``build_dataset(cfg, out, ...) -> BuildReport``
+    build / resume / extend a store (:mod:`.build`)
+``open_store(path) -> xarray.Dataset``
+    the one store reader (schema: :mod:`.schema`)
+``make_plan(cfg, n_chains) -> Plan``
+    the solve points, image specs and warm-start chains
+``dataset_info(path) -> dict``, ``export_png(path, dir)``
+    summaries and viewable PNGs (:mod:`.info`)
 """
 
 from moireu.data.build import BuildError, BuildReport, build_dataset

@@ -3,7 +3,7 @@
 :func:`paper_store` reads a store that keeps the per-atom LDOS of every solve point (contract D:
 ``ldos (point, bias_level, atom)``, ``atom_xyz``, ``cell``, ``sample_point``, ``bias_level``) and
 writes a store with the same variables whose ``image`` is the reference image of each sample
-(:func:`moireu.stm.paper.paper_image`: |F| without mean subtraction on the 1003² window, turbo
+(:func:`moireu.stm.paper.paper_image`: ``|F|`` without mean subtraction on the 1003² window, turbo
 PNG, grayscale, 256²). The sample's patch is placed at its stored crop origin and rotation
 (``scan_origin_x/y``, ``scan_rotation_deg``, or the older ``offset_x/y``, ``rotation_deg``), so
 both pipelines see the same atoms of the same HF states with the same labels: "same data".

@@ -18,14 +18,18 @@ U is rounded to :data:`U_DECIMALS` decimals (1 µeV) everywhere a U is compared 
 
 Groups of variables
 -------------------
-``core``   always present (images, labels, HF order parameters of each sample, point index);
-``scan``   the per-image acquisition of the measurement model (contract A) — present when the
-           backend reports it (``Rendered.params``);
-``legacy`` ``offset_x``, ``offset_y``, ``rotation_deg`` of stores rendered before the measurement
-           model (readers fall back to them);
-``ldos``   the per-atom LDOS of every point and the moiré-cell geometry (contract D), from which new
-           acquisitions are rendered without any HF solve — present when the backend returns
-           ``Rendered.ldos``.
+``core``
+    always present (images, labels, HF order parameters of each sample, point index);
+``scan``
+    the per-image acquisition of the measurement model (contract A) — present when the backend
+    reports it (``Rendered.params``);
+``legacy``
+    ``offset_x``, ``offset_y``, ``rotation_deg`` of stores rendered before the measurement model
+    (readers fall back to them);
+``ldos``
+    the per-atom LDOS of every point and the moiré-cell geometry (contract D), from which new
+    acquisitions are rendered without any HF solve — present when the backend returns
+    ``Rendered.ldos``.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ __all__ = ["ENERGY_TOL", "LDOS_RTOL", "recompute_point"]
 
 #: agreement of a recomputed state with the stored one: total energy (eV per cell) ...
 ENERGY_TOL = 1e-6
-#: ... and per-atom LDOS, max |Δ| / max |LDOS|
+#: ... and per-atom LDOS, max ``|Δ|`` / max ``|LDOS|``
 LDOS_RTOL = 1e-6
 
 

@@ -77,7 +77,7 @@ class HFResult:
 
     @property
     def max_moment(self) -> float:
-        """max_i |m_i|."""
+        """max_i ``|m_i|``."""
         return float(np.abs(self.magnetization).max())
 
     @property

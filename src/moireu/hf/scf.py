@@ -48,8 +48,8 @@ class SCFOptions:
     anderson_start : damped linear mixing while the residual exceeds this, then quasi-Newton
     stall_window : restart the mixer from the best iterate when the residual has not halved
         over this many iterations (:class:`~moireu.hf.mixing.AdaptiveMixer`)
-    tol : convergence threshold on max |ρ_out − ρ_in|
-    energy_tol : and on |E_m − E_{m−1}| (eV per moiré cell)
+    tol : convergence threshold on max ``|ρ_out − ρ_in|``
+    energy_tol : and on ``|E_m − E_{m−1}|`` (eV per moiré cell)
     max_iter : iteration limit; reaching it returns a result with ``converged = False``
     checkpoint_every : iterations between checkpoint writes
     anneal_kT : occupation temperature (eV) a *cold* solve from a moment seed starts from (0 or

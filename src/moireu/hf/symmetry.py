@@ -33,7 +33,7 @@ from moireu.lattice.geometry import rotation
 
 __all__ = ["C3Reduction", "LDOS_SYM_TOL", "SYM_TOL"]
 
-#: largest |potential − its rotated image| (eV) for which the state counts as C₃ symmetric. A
+#: largest ``|potential − its rotated image|`` (eV) for which the state counts as C₃ symmetric. A
 #: solution converged on the full mesh keeps an asymmetric remainder of the size of its convergence
 #: error (paper preset, U = 2.5 eV, residual 1.5e-7: 7e-9 in the occupations, 1.9e-7 eV in the
 #: potential), far below kT and the SCF tolerance; a state that breaks the rotation (an order
@@ -265,7 +265,7 @@ class C3Reduction:
         return (x + self.rotate_pairs(x, 1) + self.rotate_pairs(x, 2)) / 3.0
 
     def asymmetry(self, diag: np.ndarray, pair: np.ndarray | None) -> float:
-        """max |X − g X| over the site part ``diag`` (..., N) and the pair part (..., npair)."""
+        """max ``|X − g X|`` over the site part ``diag`` (..., N) and the pair part (..., npair)."""
         a = float(np.abs(diag - self.rotate_sites(diag)).max(initial=0.0))
         if pair is not None and self.pair_perm is not None and pair.size:
             a = max(a, float(np.abs(pair - self.rotate_pairs(pair)).max(initial=0.0)))

@@ -67,7 +67,7 @@ def band_path(model, npts: int = 90, points=("K", "Γ", "M", "K")) -> tuple[np.n
     return k, s, list(ticks), list(points)
 
 
-#: |E − μ|/kT beyond which an occupation is taken as exactly 0 or 1 (e^{−50} ≈ 2·10⁻²²)
+#: ``|E − μ|``/kT beyond which an occupation is taken as exactly 0 or 1 (e^{−50} ≈ 2·10⁻²²)
 FD_CLIP = 50.0
 #: relative accuracy of the electron count at the Fermi level
 COUNT_TOL = 1e-12

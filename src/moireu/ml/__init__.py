@@ -5,18 +5,30 @@ imports the physics stages.
 
 Public API
 ----------
-create_model(name, **kw)              registered variants (list_models()): (n, 1, H, W) → (n,)
-train_run(data, out, cfg)             train a run directory (checkpoint, curves, resumable)
-fit_ensemble(train, val, recipe)      the training loop on arrays → (RunModel, info)
-resolve_recipe(train_cfg)             ``paper`` / ``ours`` recipe settings
-split_indices(mode, n, variation)     ``variation`` (leak-free train/val/cal/test) or ``paper`` split
-load_run(run_dir)                     → (model: RunModel, meta: dict, prep: Preprocess)
-predict_tensor(model, x)              → (mean, lower, upper) in eV for stored images x
-model.predict_details(x)              + out-of-distribution score, threshold and decision
-evaluate_run(run_dir, data, split)    metrics (mae, rmse, r2, coverage90, n, per_U) + plots
-robustness_table(runs, images, U)     each model × each augmentation profile
-augment(x, profile, generator)        ``clean``, ``mild``, ``symb``, ``noisy``
-model.gradcam_layer                   dotted name of the last conv stage (``get_submodule``)
+``create_model(name, **kw)``
+    registered variants (list_models()): (n, 1, H, W) → (n,)
+``train_run(data, out, cfg)``
+    train a run directory (checkpoint, curves, resumable)
+``fit_ensemble(train, val, recipe)``
+    the training loop on arrays → (RunModel, info)
+``resolve_recipe(train_cfg)``
+    ``paper`` / ``ours`` recipe settings
+``split_indices(mode, n, variation)``
+    ``variation`` (leak-free train/val/cal/test) or ``paper`` split
+``load_run(run_dir)``
+    → (model: RunModel, meta: dict, prep: Preprocess)
+``predict_tensor(model, x)``
+    → (mean, lower, upper) in eV for stored images x
+``model.predict_details(x)``
+    the prediction plus the out-of-distribution score, threshold and decision
+``evaluate_run(run_dir, data, split)``
+    metrics (mae, rmse, r2, coverage90, n, per_U) + plots
+``robustness_table(runs, images, U)``
+    each model × each augmentation profile
+``augment(x, profile, generator)``
+    ``clean``, ``mild``, ``symb``, ``noisy``
+``model.gradcam_layer``
+    dotted name of the last conv stage (``get_submodule``)
 """
 
 from moireu.ml.augment import PROFILES, AugmentProfile, augment, profile_names

@@ -20,14 +20,14 @@ of a real STM measurement is modelled by what it does *in k-space*:
 
 Profiles (strengths in the units of a z-scored image; the image is left in the same scale):
 
-================  =========  =========  =========  ==========  ==========
-profile           gain/off   noise σ    lines σ    blur s_max  strain max
-================  =========  =========  =========  ==========  ==========
-``clean``         –          –          –          –           –
-``mild``          0.05/0.05  0.05       0.1        0.15        0.005
-``symb``          –          –          –          0.3 (aniso) 0.03
-``noisy``         0.2/0.2    0.35       1.0        0.3         0.01
-================  =========  =========  =========  ==========  ==========
+================  =========  =========  =========  ===========  ==========
+profile           gain/off   noise σ    lines σ    blur s_max   strain max
+================  =========  =========  =========  ===========  ==========
+``clean``         –          –          –          –            –
+``mild``          0.05/0.05  0.05       0.1        0.15         0.005
+``symb``          –          –          –          0.3 (aniso)  0.03
+``noisy``         0.2/0.2    0.35       1.0        0.3          0.01
+================  =========  =========  =========  ===========  ==========
 
 Every random draw comes from the ``torch.Generator`` passed in, so a seed fixes the result.
 """

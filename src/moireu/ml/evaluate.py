@@ -2,7 +2,7 @@
 
 Metrics on n labelled images (U_i true, Û_i predicted, [L_i, H_i] the calibrated interval):
 
-* MAE = (1/n) Σ |Û_i − U_i|,  RMSE = √((1/n) Σ (Û_i − U_i)²)
+* MAE = (1/n) Σ ``|Û_i − U_i|``,  RMSE = √((1/n) Σ (Û_i − U_i)²)
 * R² = 1 − Σ (Û_i − U_i)² / Σ (U_i − Ū)²  (undefined, reported as NaN, when all U are equal)
 * coverage90 = (1/n) Σ 1[L_i ≤ U_i ≤ H_i] for the run's nominal level (0.9 by default)
 * in_distribution = fraction of images whose out-of-distribution score is below the run's threshold

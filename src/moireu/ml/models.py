@@ -94,12 +94,12 @@ def register_model(name: str | None = None, *, recipe: str = "ours", train: dict
 
     Examples
     --------
-    >>> @register_model("tiny_cnn", width=4)       # doctest: +SKIP
-    ... @register_model("cnn")
-    ... @register_model("cnn_mild", width=8, train={"augment": "mild"},
-                summary="cnn trained with the mild augmentation profile (robust to mild corruption)")
-@register_model("cnn", width=8)
-class ConvNet(nn.Module): ...
+    Stacked, one builder registers several variants (as :class:`ConvNet` does)::
+
+        @register_model("cnn_mild", width=8, train={"augment": "mild"},
+                        summary="cnn trained with the mild augmentation profile (robust to mild corruption)")
+        @register_model("cnn", width=8)
+        class ConvNet(nn.Module): ...
     """
     if recipe not in ("ours", "paper"):
         raise InputError(f"recipe must be 'ours' or 'paper', got {recipe!r}")

@@ -17,7 +17,7 @@ def plot_sweep(rows: list[dict], path: Path, title: str = "") -> None:
     """Moments and charge spread vs U (two panels), written atomically.
 
     ``rows``: one plain dict per U with ``U``, ``max_moment``, ``staggered_moment``, ``charge_spread``,
-    ``converged`` and optionally ``total_moment`` (drawn as |Σm|/N with ``n_orb`` when every row has it).
+    ``converged`` and optionally ``total_moment`` (drawn as ``|Σm|``/N with ``n_orb`` when every row has it).
     """
     plt = pyplot()
     U = np.array([r["U"] for r in rows])

@@ -17,7 +17,7 @@ DPI = 110
 
 
 def _window(kx: np.ndarray, ky: np.ndarray, amp: np.ndarray, kmax: float) -> tuple[np.ndarray, list[float]]:
-    """log10 |F| on the part of the grid with |k_x|, |k_y| ≤ kmax, and its imshow extent."""
+    """log10 ``|F|`` on the part of the grid with ``|k_x|``, ``|k_y|`` ≤ kmax, and its imshow extent."""
     ix = np.flatnonzero(np.abs(kx) <= kmax)
     iy = np.flatnonzero(np.abs(ky) <= kmax)
     sub = amp[iy[0]:iy[-1] + 1, ix[0]:ix[-1] + 1]
@@ -54,7 +54,7 @@ def plot_metrology(kx: np.ndarray, ky: np.ndarray, amp: np.ndarray, result: dict
     kx, ky : (nx,), (ny,) Å⁻¹
         Axes of the FFT grid (increasing).
     amp : (ny, nx)
-        |F| on that grid.
+        ``|F|`` on that grid.
     result : dict
         :meth:`LatticeMetrology.to_dict` (``peaks_nominal``, ``fit_peaks_nominal``,
         ``bragg_peaks_nominal``, the fitted values).

@@ -1,11 +1,11 @@
-"""The reference pipeline's rasterisation: |F| → turbo PNG → PIL grayscale → bilinear 256² in [0, 1].
+"""The reference pipeline's rasterisation: ``|F|`` → turbo PNG → PIL grayscale → bilinear 256² in [0, 1].
 
-Tanksale & Stauber (arXiv:2602.18890, public code) do not feed |F| to the network. They draw it
+Tanksale & Stauber (arXiv:2602.18890, public code) do not feed ``|F|`` to the network. They draw it
 with ``imshow(|F|, cmap="turbo", origin="lower")`` and per-image automatic colour limits
 (``vmin = min |F|``, ``vmax = max |F|``) on an 8 × 8 in figure at 112 dpi with the axes off,
 save it as an 8-bit RGB PNG with a tight bounding box (≈ 694 × 689 px), read it back with PIL
 ``convert("L")`` (ITU-R 601-2 luma, ``L = (299 R + 587 G + 114 B) / 1000``), resize it bilinearly
-to 256 × 256 and divide by 255. Turbo → luma is not monotonic in |F| (turbo's dark red top end
+to 256 × 256 and divide by 255. Turbo → luma is not monotonic in ``|F|`` (turbo's dark red top end
 has L ≈ 0.2), so the k = 0 maximum comes out dark: that is the reference, reproduced as is.
 
 :func:`render_png` and :func:`png_to_gray` are the two halves; :func:`paper_raster` chains them.
@@ -88,7 +88,7 @@ def png_to_gray(png: bytes, size: int = 256) -> np.ndarray:
 
 
 def paper_raster(amplitude: np.ndarray, spec: RasterSpec = RasterSpec()) -> np.ndarray:
-    """The reference network input of an |F| array: :func:`render_png` then :func:`png_to_gray`.
+    """The reference network input of an ``|F|`` array: :func:`render_png` then :func:`png_to_gray`.
 
     Returns
     -------

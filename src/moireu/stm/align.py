@@ -16,7 +16,7 @@ Every image — simulated for training or read from a user's file — goes throu
    is fitted by least squares.
 4. **Atomic frame** (when the pixels resolve the graphene lattice). The 12 first-shell Bragg peaks
    of both layers, predicted from the trained indices :math:`(m_1, m_2)` and the *rotation* part of
-   M (a twist change rescales the moiré, not the atoms), are searched within ±6 % of |G| and
+   M (a twist change rescales the moiré, not the atoms), are searched within ±6 % of ``|G|`` and
    refined the same way; if they stand out of the background (peak / median of the Bragg annulus ≥ 6 for at least
    6 peaks) M is refitted on them. This corrects piezo scale, anisotropy and rotation to the
    precision of the atomic lattice, independently of the moiré's own distortions (twist deviation,
@@ -38,8 +38,8 @@ Every image — simulated for training or read from a user's file — goes throu
    (Welch), lowering the noise without changing the expected image.
 
 Quality ∈ [0, 1]: the smaller of the moiré peaks' contrast score (median peak / median of the
-spectrum beyond 0.5 |G_M|, mapped 5 → 0, 15 → 1; the maxima of a white-noise spectrum reach ≈ 3–4)
-and the hexagon fit score (1 − 10 × rms residual / |G_M|). A map is
+spectrum beyond 0.5 ``|G_M|``, mapped 5 → 0, 15 → 1; the maxima of a white-noise spectrum reach ≈ 3–4)
+and the hexagon fit score (1 − 10 × rms residual / ``|G_M|``). A map is
 ``in_range`` when quality ≥ 0.5 and the measured twist is within the transform's tolerance of the
 trained twist angle.
 """
@@ -61,7 +61,7 @@ from moireu.stm.ftldos import ImageTransform, ftldos
 BRAGG_MIN_PEAKS = 6
 BRAGG_CONTRAST = 6.0
 QUALITY_MIN = 0.5
-#: moiré peak contrast (median peak / median of the whole spectrum beyond 0.5 |G_M|) mapped to 0 … 1
+#: moiré peak contrast (median peak / median of the whole spectrum beyond 0.5 ``|G_M|``) mapped to 0 … 1
 CONTRAST_LO, CONTRAST_HI = 5.0, 15.0
 MIN_FOV_MOIRE = 2.0  # field of view ≥ 2 moiré periods
 #: spacing of the Welch windows of a fixed-radius FT, in window radii
@@ -91,7 +91,7 @@ class AlignInfo:
     quality : float
         [0, 1], see the module docstring.
     in_range : bool
-        quality ≥ 0.5 and |θ − θ_train| ≤ tolerance.
+        quality ≥ 0.5 and ``|θ − θ_train|`` ≤ tolerance.
     matrix : ((float, float), (float, float))
         The fitted M (measured g = M G).
     """
@@ -165,7 +165,7 @@ class _Spectrum:
         return np.array([self.KX.flat[j], self.KY.flat[j]])
 
     def local_max(self, k0: np.ndarray, radius: float) -> tuple[np.ndarray, float]:
-        """Grid maximum of |F| within ``radius`` of ``k0`` (searched on a bounding slice of the grid)."""
+        """Grid maximum of ``|F|`` within ``radius`` of ``k0`` (searched on a bounding slice of the grid)."""
         ix = np.searchsorted(self.kx, [k0[0] - radius, k0[0] + radius])
         iy = np.searchsorted(self.ky, [k0[1] - radius, k0[1] + radius])
         sl = (slice(iy[0], iy[1]), slice(ix[0], ix[1]))
@@ -224,7 +224,7 @@ class _Spectrum:
 
     def annulus_median(self, k_lo: float, k_hi: float, exclude: np.ndarray | None = None,
                        radius: float = 0.0) -> float:
-        """Median of |F| over the FFT grid with ``k_lo ≤ |k| ≤ k_hi``, leaving out the discs of ``radius``
+        """Median of ``|F|`` over the FFT grid with ``k_lo ≤ ``|k|`` ≤ k_hi``, leaving out the discs of ``radius``
         around the points ``exclude`` (m, 2) (e.g. the peaks themselves)."""
         sel = (self.K >= k_lo) & (self.K <= k_hi)
         for p in ([] if exclude is None else np.asarray(exclude, float)):

@@ -14,7 +14,7 @@ and :math:`k_{x,c} = -k_{x,\\max} + \\lfloor N/2\\rfloor\\Delta k_x`. Hence
 which is exactly a 2-D **type-1** NUFFT (non-uniform points → uniform modes) of the rescaled points
 (reduced mod 2π, which is exact because m, n are integers) with pre-phased strengths. Type 1 costs
 one spreading pass over the M atoms plus one FFT of the 2N × 2N oversampled grid,
-O(M w² + N² log N) with kernel width w ≈ |log10 ε| + 1, and needs no extra work for an arbitrary
+O(M w² + N² log N) with kernel width w ≈ ``|log10 ε|`` + 1, and needs no extra work for an arbitrary
 window. A type-3 transform (arbitrary k) would add a second spreading/interpolation pass and a
 larger fine grid (its size grows with the product of the real-space and k-space extents), so it is
 used only for scattered k points (:func:`ft_points`). Accuracy: finufft's relative ℓ2 error

@@ -56,7 +56,7 @@ class ImageTransform:
     normalize : {"zscore", "minmax", "none"}
         Per-image normalisation applied last.
     amplitude_scale : {"per_point", "none"}
-        A = |F| / (number of points) (``per_point``: makes A independent of the patch size) or |F|.
+        A = ``|F|`` / (number of points) (``per_point``: makes A independent of the patch size) or ``|F|``.
     eps : float
         finufft tolerance.
     moire_period : float or None
@@ -174,7 +174,7 @@ class ImageTransform:
 
 
 def amplitude_to_image(F: np.ndarray, n_points: int, transform: ImageTransform) -> tuple[np.ndarray, dict[str, float]]:
-    """|F| → (optional per-point scaling, log, normalisation) → float32 image, and the stats used."""
+    """``|F|`` → (optional per-point scaling, log, normalisation) → float32 image, and the stats used."""
     A = np.abs(F)
     if transform.amplitude_scale == "per_point":
         A = A / float(n_points)

@@ -33,12 +33,12 @@ local stacking is
 
 The moiré pattern is therefore distorted by M (a 1 % change of θ scales it by 1 %; a 0.1 %
 heterostrain distorts it by ~ε/θ ≈ 1.3 % at θ = 4.4°), while the atomic lattice is kept at its ideal
-positions (its change, of order ε and δθ, moves Bragg peaks by < 0.2 % of |G|). An atom of layer l,
+positions (its change, of order ε and δθ, moves Bragg peaks by < 0.2 % of ``|G|``). An atom of layer l,
 sublattice s at r takes the LDOS at r' (modulo the moiré cell) linearly interpolated between the
 ideal cell's layer-l, sublattice-s atoms (a triangular lattice of spacing a): exact on the sites,
 continuous in the distortion, and blind only to LDOS structure finer than one lattice constant
 within a sublattice (the stacking changes by ≈ θ·a ≈ 0.2 Å across it). The linear interpolation
-errs by up to ≈ (|G_M| a)²/8 of the moiré modulation: 4 % at i = 7 (the rendered moiré follows
+errs by up to ≈ (``|G_M|`` a)²/8 of the moiré modulation: 4 % at i = 7 (the rendered moiré follows
 δθ to within 4 %), 35 % at i = 2, where a moiré period spans only four atoms.
 
 Noise, in units of the clean map's standard deviation σ₀ (so SNR = 1 / amplitude): white

@@ -24,8 +24,8 @@ its peaks are those of the alignment (:class:`moireu.stm.align._Spectrum`), refi
    ``CONTRAST_LO`` = 5 times above the median of the annulus (white noise reaches 3–4) or the
    refined shell does not close (:math:`|\\mathbf g_1 - \\mathbf g_2 + \\mathbf g_3| > 0.1\\,|\\mathbf g|`, the
    three consecutive counter-clockwise peaks).
-2. **Bragg shell** (when the pixels resolve |G| = 4π/(√3 a), a = :data:`moireu.constants.A_LAT`):
-   the same search in the annulus 0.9–1.1 |G| (piezo errors up to 10 %). The atoms count as resolved
+2. **Bragg shell** (when the pixels resolve ``|G|`` = 4π/(√3 a), a = :data:`moireu.constants.A_LAT`):
+   the same search in the annulus 0.9–1.1 ``|G|`` (piezo errors up to 10 %). The atoms count as resolved
    when all three Bragg peaks stand ``BRAGG_CONTRAST`` = 6 times above the annulus median (the
    alignment's threshold) and the shell closes within 1 %.
 
@@ -35,7 +35,7 @@ Two terms per peak, added in quadrature: σ_j² = (κ/SNR_j)² + b_j².
 
 *Noise.* For a peak of the windowed transform
 :math:`F(\\mathbf k) = \\sum_u w_u (v_u - \\bar v) e^{-i\\mathbf k\\cdot\\mathbf u}` of a plane wave in white
-noise, the shift of the maximum of |F| is the noise's slope over the peak's curvature (first order):
+noise, the shift of the maximum of ``|F|`` is the noise's slope over the peak's curvature (first order):
 
 .. math::
     \\sigma_{k_x} = \\frac{\\kappa_x}{\\mathrm{SNR}},\\quad
@@ -43,7 +43,7 @@ noise, the shift of the maximum of |F| is the noise's slope over the peak's curv
     \\qquad \\mathrm{SNR} = \\frac{|F(\\mathbf k_\\mathrm{peak})|}{\\langle|F_\\mathrm{noise}|^2\\rangle^{1/2}}
 
 (κ is the FFT resolution 2π/L times a window constant; κ² averaged over x and y gives an isotropic
-σ). The noise level is the median of |F| in an annulus around the shell (0.5–2 |g|, or the Bragg
+σ). The noise level is the median of ``|F|`` in an annulus around the shell (0.5–2 ``|g|``, or the Bragg
 annulus), with discs of radius 3π/R (R the Hann radius) around the shell and its harmonics left out,
 divided by √ln 2 (Rayleigh statistics).
 
@@ -72,7 +72,7 @@ lattice, :math:`\\mathbf a_1 = a(1, 0)` for α = 0):
     \\mathbf g_j = \\mathbf G^{(1)}_j - \\mathbf G^{(2)}_j = T\\,\\mathbf G^0_j,\\qquad
     T(\\theta, \\varepsilon, \\varphi, \\alpha) = \\left[R(\\theta/2) - (1 + \\mathcal E)^{-1}R(-\\theta/2)\\right]R(\\alpha),
 
-with :math:`\\mathbf G^0_j` the first shell of graphene (|G⁰| = 4π/√3a, at 30° + 60° j) (real-space
+with :math:`\\mathbf G^0_j` the first shell of graphene (``|G⁰|`` = 4π/√3a, at 30° + 60° j) (real-space
 vectors of layer 2 are :math:`(1+\\mathcal E)R\\,\\mathbf a_i`, hence the inverse on the reciprocal
 ones). Without strain :math:`|\\mathbf g| = 2|\\mathbf G^0|\\sin(\\theta/2)` and the moiré period is
 λ = a / (2 sin(θ/2)).
@@ -133,10 +133,10 @@ from moireu.stm.align import BRAGG_CONTRAST, CONTRAST_LO, _first_shell, _Spectru
 from moireu.lattice.geometry import rotation
 from moireu.stm.ft import ft_points
 
-#: twist angles (deg) whose moiré the search covers, and the margin on |g| around them
+#: twist angles (deg) whose moiré the search covers, and the margin on ``|g|`` around them
 TWIST_RANGE_DEG = (0.5, 10.0)
 SEARCH_MARGIN = 0.2
-#: the moiré shell must close within this fraction of |g| (the Bragg shell within BRAGG_CLOSURE)
+#: the moiré shell must close within this fraction of ``|g|`` (the Bragg shell within BRAGG_CLOSURE)
 MOIRE_CLOSURE = 0.1
 BRAGG_CLOSURE = 0.01
 #: the lowest moiré wave vector searched, in FFT bins 2π/L (L the smaller side of the frame)
@@ -177,7 +177,7 @@ def moire_vectors(theta_deg: float, eps: float, phi_deg: float, alpha_deg: float
 
 
 def _t_of(p: np.ndarray, nu: float) -> np.ndarray:
-    """T of the fit parameters p = (θ, e_c, e_s, α): ε = |e|, φ = ½ atan2(e_s, e_c)."""
+    """T of the fit parameters p = (θ, e_c, e_s, α): ε = ``|e|``, φ = ½ atan2(e_s, e_c)."""
     th, ec, es, al = p
     en = math.hypot(ec, es)
     E = 0.5 * (1 - nu) * en * np.eye(2) + 0.5 * (1 + nu) * (ec * _SZ + es * _SX)
@@ -285,7 +285,7 @@ def _leakage(sp: _Spectrum, six: np.ndarray, amp: np.ndarray) -> np.ndarray:
     (Ŵ(0) = Σ w); its slope at k_i, over the curvature a_i Σ_u w_u ρ_u²/2 of peak i, moves the maximum
     by at most :math:`\\sum_j (a_j/a_i)\\,|\\nabla\\hat W(\\mathbf k_i - \\mathbf k_j)| / \\sum_u w_u\\rho_u^2/2`
     (phases unknown, hence a bound). The sources j: the other five peaks of the shell, and the local
-    maxima of |F| between 3π/R and 12π/R of peak i (R the Hann radius) that stand above five times
+    maxima of ``|F|`` between 3π/R and 12π/R of peak i (R the Hann radius) that stand above five times
     peak i's own window tail there (e.g. the other layer's Bragg peak, moiré satellites).
     Returns the bound of the three independent peaks (3,) (the larger of each ± pair).
     """
@@ -329,7 +329,7 @@ def _amp_at(sp: _Spectrum, k: np.ndarray) -> float:
 
 
 def _noise_rms(sp: _Spectrum, six: np.ndarray, k_lo: float, k_hi: float) -> float:
-    """rms |F| of the noise (median / √ln 2, Rayleigh) in ``k_lo ≤ |k| ≤ k_hi`` away from the shell ``six``
+    """rms ``|F|`` of the noise (median / √ln 2, Rayleigh) in ``k_lo ≤ |k| ≤ k_hi`` away from the shell ``six``
     and its harmonics (k_i + k_{i+1}, 2k_i): discs of radius 3π/R (the window's main lobe and first
     side lobe; R the Hann radius) left out; the whole spectrum beyond ``k_lo`` when too little is left."""
     excl = np.concatenate([six, six + np.roll(six, -1, axis=0), 2 * six])
@@ -347,8 +347,8 @@ def _find_shell(sp: _Spectrum, k_lo: float, k_hi: float, radius_frac: float) -> 
     """A coarse first shell (6, 2) in the annulus: three peaks and their opposites, counter-clockwise.
 
     k₁: the annulus maximum; k₂: the best of (the maximum outside ±30° of ±k₁, the grid maxima near
-    k₁ rotated by 60° and 120°); k₃: the closure k₂ ∓ k₁ (the one of length nearer |k₁|), its grid
-    maximum within ``radius_frac`` |k₁|. The best hexagon has the largest weakest peak.
+    k₁ rotated by 60° and 120°); k₃: the closure k₂ ∓ k₁ (the one of length nearer ``|k₁|``), its grid
+    maximum within ``radius_frac`` ``|k₁|``. The best hexagon has the largest weakest peak.
     """
     ann = (sp.K >= k_lo) & (sp.K <= k_hi)
     k1 = sp.argmax_in(ann)
@@ -412,7 +412,7 @@ class ScannerCalibration:
     bragg_snr : (float, float, float)
         Their peak / noise-rms ratios.
     closure : float
-        |b₀ − b₁ + b₂| / |b| of the refined shell.
+        ``|b₀ − b₁ + b₂|`` / ``|b|`` of the refined shell.
     """
 
     scale_x: float
@@ -474,7 +474,7 @@ class LatticeMetrology:
         fitted model's, :math:`A^{T}T\\mathbf G^0_j` and their opposites; ``bragg_peaks_nominal`` the
         refined Bragg peaks (empty without atomic resolution).
     warnings : tuple of str
-    spectrum : (k_x, k_y, |F|) or None
+    spectrum : (k_x, k_y, ``|F|``) or None
         The FFT amplitude grid (not serialised).
     """
 

@@ -10,9 +10,9 @@ The reference image of one LDOS state is built in two steps; this module is the 
    on a 1003 × 1003 grid of the reference window
    :math:`k_x \\in \\tfrac{2\\pi}{a}[-1.1, 1.1]`, :math:`k_y \\in \\tfrac{4\\pi}{\\sqrt3 a}[-1.1, 1.1]`
    (end points included, a = 2.46 Å). Without mean subtraction the k = 0 peak
-   :math:`F(0) = \\sum_i \\mathrm{LDOS}_i` and the Bragg peaks of the lattice form factor dominate |F|.
+   :math:`F(0) = \\sum_i \\mathrm{LDOS}_i` and the Bragg peaks of the lattice form factor dominate ``|F|``.
    The grid is :func:`moireu.stm.ft.ft_grid` (finufft type 1; agrees with the direct sum).
-2. |F| drawn with the turbo colour map, saved as PNG, read back in grayscale and resized to
+2. ``|F|`` drawn with the turbo colour map, saved as PNG, read back in grayscale and resized to
    256 × 256 (:func:`moireu.plot.raster.paper_raster`).
 
 The atoms are a P × P patch of moiré cells (:func:`moireu.stm.patch.build_patch`, the dataset's
@@ -33,7 +33,7 @@ from moireu.stm.patch import build_patch
 
 __all__ = ["PaperTransform", "paper_amplitude", "paper_image", "PAPER_GRID"]
 
-#: points per axis of the reference's |F| grid
+#: points per axis of the reference's ``|F|`` grid
 PAPER_GRID = 1003
 
 
@@ -44,7 +44,7 @@ class PaperTransform:
     Attributes
     ----------
     grid : int
-        Points per axis of the |F| grid (1003).
+        Points per axis of the ``|F|`` grid (1003).
     window_scale : float
         The window is ``window_scale · (2π/a, 4π/(√3 a))`` (1.1).
     figsize_in, dpi, cmap, size
@@ -87,7 +87,8 @@ PAPER_EPS = 1e-8
 
 def paper_amplitude(xy: np.ndarray, ldos: np.ndarray, grid: int = PAPER_GRID,
                     window: FTWindow | None = None, eps: float = PAPER_EPS) -> np.ndarray:
-    """|F(k)| = |Σ_i LDOS_i e^{−ik·r_i}| on the ``grid × grid`` window, array (ky, kx), no mean subtraction."""
+    """``|F(k)|`` = ``|Σ_i LDOS_i e^{−ik·r_i}|`` on the ``grid × grid`` window, array (ky, kx), no mean
+    subtraction."""
     ldos = np.asarray(ldos, dtype=float)
     if not np.isfinite(ldos).all():
         raise InputError("LDOS contains NaN or inf")
