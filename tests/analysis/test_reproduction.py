@@ -7,9 +7,9 @@ import numpy as np
 from moireu.analysis.reproduction import aggregate, collect, write_doc
 
 
-def _eval(d, split, mae, rmse, r2, n=10):
+def _eval(d, split, mae, rmse, r2, n=10, cov=None):
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"eval_{split}.json").write_text(json.dumps({"mae": mae, "rmse": rmse, "r2": r2, "n": n}))
+    (d / f"eval_{split}.json").write_text(json.dumps({"mae": mae, "rmse": rmse, "r2": r2, "n": n, "coverage90": cov}))
 
 
 def test_aggregate_is_mean_and_sample_std():
@@ -23,6 +23,7 @@ def test_collect_and_write_doc(tmp_path):
         _eval(run / "repro" / f"cnn_paper_s{s}", "test", a, a + 0.1, 0.95)
         _eval(run / "repro" / f"cnn_paper_s{s}", "heldout", b, b + 0.1, 0.8, n=4)
         _eval(run / "ours" / f"cnn_s{s}", "test", a / 4, a / 3, 0.999)
+    _eval(run / "ours" / "cnn_s0" / "blind", "heldout", 0.09, 0.12, 0.99, n=60, cov=0.9)
     (run / "analysis_paper").mkdir(parents=True)
     (run / "analysis_paper" / "analysis.json").write_text(json.dumps({
         "pca": {"first3_percent": [60.0, 30.0, 5.0], "fitted_on": "per-U mean images"},
@@ -39,10 +40,13 @@ def test_collect_and_write_doc(tmp_path):
     rep = rows[("reproduction", "CNN")]
     assert rep["runs"] == 2 and rep["test_mae"] == aggregate([0.2, 0.4]) and rep["heldout_n"] == 4
     assert rows[("ours", "cnn")]["heldout_mae"] == "–"  # not measured: never invented
+    assert rows[("ours", "cnn")]["blind_mae"] == "0.09" and rows[("ours", "cnn")]["blind_coverage90"] == "0.90"
+    assert rows[("ours", "cnn")]["runs"] == 2 and rows[("ours", "cnn")]["blind_n"] == 60
     doc = tmp_path / "docs" / "paper-reproduction.md"
     write_doc(run, doc)
     text = doc.read_text()
     assert "not the paper's setting" in text and "i = 2" in text
     assert "| reproduction | CNN | 2 |" in text and "moireu analyze X" in text
+    assert "blind MAE" in text and "60 images" in text
     assert (tmp_path / "docs" / "img" / "paper-reproduction" / "paper_similarity.png").is_file()
     assert json.loads((run / "reproduction.json").read_text())["rows"][0]["source"] == "paper"

@@ -115,3 +115,11 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
                                  "--no-reproduction"])
     assert r.exit_code == 0, r.output
     assert skipped == ["paper images"] and not any("repro" in c or c == "analysis paper" for c in calls)
+    # a blind store of another dataset seed, built just before the first evaluation on it
+    calls.clear(), skipped.clear()
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run4"),
+                                 "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md"),
+                                 "--no-reproduction", "--blind-seed", "7", "--blind-u", "3"])
+    assert r.exit_code == 0, r.output
+    assert calls.index("blind store") == calls.index("evaluate ours cnn seed 0 blind") - 1
+    assert "blind store" not in str(skipped)

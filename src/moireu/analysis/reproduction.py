@@ -6,7 +6,7 @@
     RUN/dataset.zarr                    our store (HF states, per-atom LDOS, our images)
     RUN/paper.zarr                      the same samples imaged the reference's way
     RUN/repro/<model>_s<seed>/          cnn_paper / resnet18_paper, recipe paper, on paper.zarr
-    RUN/ours/<model>_s<seed>/           our recipe on dataset.zarr
+    RUN/ours/<model>_s<seed>/           our recipe on dataset.zarr (blind/eval_heldout.json: on the blind store)
     RUN/analysis_paper/analysis.json    analysis.mode = paper on paper.zarr
     RUN/analysis_ours/analysis.json     our analysis on dataset.zarr
 
@@ -60,13 +60,14 @@ def _group(run_dir: Path, sub: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for d in sorted((run_dir / sub).glob("*_s*")):
         model = d.name.rsplit("_s", 1)[0]
-        g = out.setdefault(model, {"runs": [], "test": {}, "heldout": {}})
+        g = out.setdefault(model, {"runs": [], "test": {}, "heldout": {}, "blind": {}})
         ok = False
-        for split in ("test", "heldout"):
-            e = _read(d / f"eval_{split}.json")
+        for split, path in (("test", d / "eval_test.json"), ("heldout", d / "eval_heldout.json"),
+                            ("blind", d / "blind" / "eval_heldout.json")):
+            e = _read(path)
             if isinstance(e, dict):
-                ok = True
-                for m in ("mae", "rmse", "r2"):
+                ok = ok or split != "blind"
+                for m in ("mae", "rmse", "r2", "coverage90"):
                     g[split].setdefault(m, []).append(e.get(m))
                 g[split].setdefault("n", []).append(e.get("n"))
         if ok:
@@ -85,8 +86,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         for model, g in _group(run_dir, sub).items():
             row = {"source": source, "model": _LABEL.get(model, model), "registry_name": model,
                    "runs": len(g["runs"])}
-            for s in ("test", "heldout"):
-                for m in ("mae", "rmse", "r2"):
+            for s in ("test", "heldout", "blind"):
+                for m in ("mae", "rmse", "r2", "coverage90"):
                     row[f"{s}_{m}"] = aggregate(g[s].get(m, []), 3 if m == "r2" else 2)
                 ns = [n for n in g[s].get("n", []) if n is not None]
                 row[f"{s}_n"] = int(ns[0]) if ns else None
@@ -166,9 +167,15 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
           "here) and recipe on our HF states. *ours*: our images and recipe on the same HF states; "
           "test = the ML stage's split. ± = sample standard deviation over seeds.", ""]
     heads = ["source", "model", "runs", "test MAE", "test RMSE", "test R²", "held-out MAE", "held-out RMSE",
-             "held-out R²"]
+             "held-out R²", "held-out cov90", "blind MAE", "blind cov90"]
     L.append(_md_table(heads, [[r["source"], r["model"], r["runs"], r["test_mae"], r["test_rmse"], r["test_r2"],
-                                r["heldout_mae"], r["heldout_rmse"], r["heldout_r2"]] for r in res["rows"]]))
+                                r["heldout_mae"], r["heldout_rmse"], r["heldout_r2"], r.get("heldout_coverage90"),
+                                r.get("blind_mae"), r.get("blind_coverage90")] for r in res["rows"]]))
+    blind = [r for r in res["rows"] if r.get("blind_n")]
+    if blind:
+        L += ["", f"*blind*: our networks on a store of another dataset seed ({blind[0]['blind_n']} images: new "
+              "crops and new held-out U, solved by the ground-state rule), built by the run's `blind store` stage. "
+              "cov90: fraction of held-out images inside the calibrated 90 % interval."]
     if res["baselines"]:
         L += ["", "### Baselines", "",
               _md_table(["pipeline", "baseline", "test MAE", "test RMSE", "test R²", "held-out MAE", "held-out R²"],

@@ -42,6 +42,10 @@ def paper_cmd(
     recompute: bool = typer.Option(False, "--recompute", help="run every stage again, replacing the kept results"),
     reproduction: bool = typer.Option(True, "--reproduction/--no-reproduction", help="also the reference pipeline "
                                       "(its images, cnn_paper, resnet18_paper, its analysis); off: ours alone"),
+blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evaluate our networks on a blind "
+                                             "store: dataset seed N (new crops), --blind-u new held-out U solved by the "
+                                             "ground-state rule (the HF of each costs about five solves)"),
+    blind_u: int = typer.Option(6, "--blind-u", help="held-out U of the blind store"),
 ) -> None:
     """Run the paper reproduction end to end (resumable) and write the document."""
     from moireu.analysis.reproduction import write_doc
@@ -68,6 +72,10 @@ def paper_cmd(
     conf = p.conf
 
     data, pdata = out / "dataset.zarr", out / "paper.zarr"
+    blind = out / "blind.zarr"
+    u_lo, u_hi = min(cfg.dataset.U_values), max(cfg.dataset.U_values)
+    if blind_seed is not None and (blind_seed < 0 or blind_u < 1):
+        raise InputError(f"--blind-seed must be ≥ 0 and --blind-u ≥ 1, got {blind_seed} and {blind_u}")
     runs: dict[str, list[Path]] = {"paper": [], "ours": []}
     later: list[dict] = []  # every stage after the two store builds, in order
     # seed by seed, ours (minutes) before the reference networks (an hour or more per seed on a CPU): an
@@ -86,6 +94,11 @@ def paper_cmd(
                 later.append(dict(name=f"evaluate {sub} {m} seed {s} {split}", marker=run / f"eval_{split}.json",
                                   keep=(f"{rel}/eval_{split}.json",), uses=(f"{rel}/checkpoint.pt",), store=store,
                                   args=["evaluate", str(run), str(store), "--split", split]))
+            if sub == "ours" and blind_seed is not None:
+                later.append(dict(name=f"evaluate {sub} {m} seed {s} blind", marker=run / "blind" / "eval_heldout.json",
+                                  keep=(f"{rel}/blind",), uses=(f"{rel}/checkpoint.pt",), store=blind,
+                                  args=["evaluate", str(run), str(blind), "--split", "heldout", "--out",
+                                        str(run / "blind")]))
             runs["paper" if sub == "repro" else "ours"].append(run)
     for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours"))[0 if reproduction else 1:]:
         adir = out / f"analysis_{k}"
@@ -118,6 +131,11 @@ def paper_cmd(
             ensure(data)
             p.stage("paper images", pdata, ["dataset", "paper-images", str(data), "--out", str(pdata),
                                             "--workers", str(workers)])
+        elif store == blind:  # another dataset seed: new crops and new held-out U, the grid reduced to its ends
+            p.stage("blind store", out / ".never", ["dataset", "build", *conf, "--set", f"dataset.seed={blind_seed}",
+                                                    "--set", f"dataset.U_values=[{u_lo},{u_hi}]", "--set", "dataset.refine=0",
+                                                    "--set", f"dataset.heldout={blind_u}", "--out", str(blind),
+                                                    "--no-progress"])
         else:
             p.stage("dataset", out / ".never", ["dataset", "build", *conf, "--out", str(data), "--no-progress"])
         built.append(store)
