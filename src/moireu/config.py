@@ -176,6 +176,9 @@ class DatasetConfig(_Section):
     n_offsets: int = Field(4, ge=1, description="random acquisitions (scans drawn from stm.measurement) per "
                            "(U, ν, bias); every image has its own scan")
     heldout: int = Field(0, ge=0, description="random fractional U values in (U_min, U_max)")
+    paper_U_values: tuple[float, ...] | None = Field(None, description="the grid U of the reference pipeline "
+                                                       "(dataset paper-images; every held-out U is kept), a subset "
+                                                       "of U_values (None: all of U_values)")
     seed: int | None = Field(None, ge=0, description="seed of held-out U and of every scan draw (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
     chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain, when 'warm' is a "
@@ -211,6 +214,17 @@ class DatasetConfig(_Section):
         if min(v) < 0:
             raise ValueError(f"U must be ≥ 0, got {min(v)}")
         return tuple(sorted(v))
+
+    @model_validator(mode="after")
+    def _paper_grid(self) -> "DatasetConfig":
+        """paper_U_values, when given, is a non-empty subset of U_values (kept sorted)."""
+        if self.paper_U_values is not None:
+            grid = {round(u, 6) for u in self.U_values}
+            extra = sorted(u for u in self.paper_U_values if round(u, 6) not in grid)
+            if not self.paper_U_values or extra:
+                raise ValueError(f"paper_U_values must be a non-empty subset of U_values; not in U_values: {extra}")
+            object.__setattr__(self, "paper_U_values", tuple(sorted(self.paper_U_values)))
+        return self
 
     @field_validator("ground_state")
     @classmethod

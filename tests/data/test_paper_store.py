@@ -97,3 +97,22 @@ def test_paper_store_refuses_a_store_without_ldos(tmp_path):
                 "U": ("sample", [0.0, 1.0])}).to_zarr(tmp_path / "old.zarr", mode="w", consolidated=False)
     with pytest.raises(InputError, match="contract D"):
         paper_store(tmp_path / "old.zarr", tmp_path / "x.zarr")
+
+
+def test_paper_store_keeps_the_reference_grid_and_every_heldout_sample(tmp_path):
+    import xarray as xr
+
+    from moireu.data.paper import paper_store
+    from moireu.stm.paper import PaperTransform
+
+    src = tmp_path / "d.zarr"
+    ds = _contract_d_store(src, n_bias=1, per=2)  # U = 0, 2, 4 (grid), 2 samples each
+    split = np.array(["grid", "grid", "grid", "grid", "grid", "heldout"], dtype=object)
+    ds = ds.assign(split=("sample", split))
+    ds.attrs["config"] = json.dumps({"stm": {"patch_cells": 2}, "dataset": {"paper_U_values": [0.0, 2.0]}})
+    ds.to_zarr(src, mode="w", consolidated=False)
+    paper_store(src, tmp_path / "p.zarr", PaperTransform(grid=65, patch_cells=2, figsize_in=1.0, dpi=32, size=16))
+    out = xr.open_zarr(tmp_path / "p.zarr")
+    # the grid sample at U = 4 is off the reference grid: dropped; the held-out sample stays
+    assert out["U"].values.tolist() == [0.0, 0.0, 2.0, 2.0, 4.0]
+    assert [str(x) for x in out["split"].values] == ["grid"] * 4 + ["heldout"]

@@ -144,7 +144,8 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
     ran = [s for s in res["stages"] if not s.get("skipped")]
     reused = [s for s in res["stages"] if s.get("reused")]
     L.append(f"- Setting: lattice index i = {lat.get('index', '?')}, {cfg.get('stm', {}).get('n_pixels', '?')}² "
-             f"images, U grid {ds.get('U_values', '?')} eV, {ds.get('heldout', '?')} held-out fractional U, "
+             f"images, U grid {ds.get('U_values', '?')} eV (reference pipeline: "
+             f"{ds.get('paper_U_values') or 'the same'}), {ds.get('heldout', '?')} held-out fractional U, "
              f"biases {ds.get('biases', '?')} eV, preset `{cfg.get('preset', '?')}`.")
     L.append(f"- Stages recorded: {len(res['stages'])}: {len(ran)} run in the last invocation, {len(reused)} "
              "restored from the kept results (made earlier, see the table below), the rest done already or not "

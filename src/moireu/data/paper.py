@@ -111,8 +111,16 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # stores are written without consolidated metadata
         ds = xr.open_zarr(src, consolidated=None)
-    geo = sample_geometry(ds)
     cfg = json.loads(ds.attrs.get("config", "{}")) if isinstance(ds.attrs.get("config"), str) else {}
+    grid_U = (cfg.get("dataset") or {}).get("paper_U_values")
+    if grid_U is not None:  # the reference's grid: its U values and every held-out sample
+        from moireu.data import schema as sc
+
+        split = sc.decode_split(np.asarray(ds["split"].values))
+        u = np.round(np.asarray(ds["U"].values, float), sc.U_DECIMALS)
+        keep = np.flatnonzero((split != "grid") | np.isin(u, np.round(np.asarray(grid_U, float), sc.U_DECIMALS)))
+        ds = ds.isel(sample=keep)
+    geo = sample_geometry(ds)
     if transform is None:
         transform = PaperTransform(patch_cells=int(cfg.get("stm", {}).get("patch_cells", 8)))
     tdict = {k: v for k, v in transform.to_dict().items() if k in PaperTransform.__dataclass_fields__}
@@ -121,7 +129,7 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
     ldos = np.asarray(ds["ldos"].values, float)
     n = int(ds.sizes["sample"])
     work = out.with_name(f".{out.name}.work")
-    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict}
+    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict, "grid_U": grid_U}
     mpath = work / "manifest.json"
     if work.exists() and (not mpath.exists() or json.loads(mpath.read_text()) != manifest):
         shutil.rmtree(work)  # another source or transform: nothing to reuse
