@@ -32,6 +32,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def provenance() -> dict[str, Any]:
     """Version, commit, time and platform, for storing next to every result."""
     return {

@@ -24,6 +24,12 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="TOML file merged over the
 SetOpt = typer.Option(None, "--set", "-s", help="override, e.g. --set hf.U=4.0 (repeatable)")
 JsonOpt = typer.Option(False, "--json", help="print a JSON summary on stdout")
 ForceOpt = typer.Option(False, "--force", help="overwrite a finished run in --out")
+#: how a user's map file is read (moireu predict, moireu lattice): one definition of each option
+PixelSizeOpt = typer.Option(None, "--pixel-size", help="Å per pixel: 'p' or 'px,py'")
+ChannelOpt = typer.Option(None, "--channel", help="channel of a .sxm/.3ds/.gwy/.sm4 file")
+DirectionOpt = typer.Option("forward", "--direction", help=".sxm/.sm4 scan (.3ds sweep) direction: forward or backward")
+BiasOpt = typer.Option(None, "--bias", help="V: the map of a .3ds grid at the sweep point nearest this bias "
+                       "(default: nearest 0 V)")
 
 
 def preset_name(preset: Optional[str]) -> Optional[str]:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from moireu.cli.common import JsonOpt, emit_json, info
+from moireu.cli.common import BiasOpt, ChannelOpt, DirectionOpt, JsonOpt, PixelSizeOpt, emit_json, info
 from moireu.errors import InputError
 
 
@@ -52,12 +52,10 @@ def _report(d: dict) -> str:
 def lattice_cmd(
     map_: Path = typer.Argument(..., metavar="MAP", help="STM map: real-space .npy/.npz (+ sidecar JSON), image "
                                                           "file, .sxm/.3ds/.gwy/.sm4, text export, atoms table"),
-    pixel_size: Optional[str] = typer.Option(None, "--pixel-size", help="Å per pixel: 'p' or 'px,py'"),
-    channel: Optional[str] = typer.Option(None, "--channel", help="channel of a .sxm/.3ds/.gwy/.sm4 file"),
-    direction: str = typer.Option("forward", "--direction", help=".sxm/.sm4 scan (.3ds sweep) direction: forward "
-                                                                 "or backward"),
-    bias: Optional[float] = typer.Option(None, "--bias", help="V: the map of a .3ds grid at the sweep point "
-                                                              "nearest this bias (default: nearest 0 V)"),
+    pixel_size: Optional[str] = PixelSizeOpt,
+    channel: Optional[str] = ChannelOpt,
+    direction: str = DirectionOpt,
+    bias: Optional[float] = BiasOpt,
     plot: Optional[Path] = typer.Option(None, "--plot", help="write the FFT figure (PNG, log amplitude, fitted "
                                                              "peaks marked) to this file"),
     json_: bool = JsonOpt,

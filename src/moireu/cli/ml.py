@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from moireu.cli.common import ConfigOpt, ForceOpt, JsonOpt, PresetOpt, SetOpt, emit_json, info, prepare_run_dir, resolve
+from moireu.cli.common import (BiasOpt, ChannelOpt, ConfigOpt, DirectionOpt, ForceOpt, JsonOpt, PixelSizeOpt, PresetOpt,
+                               SetOpt, emit_json, info, prepare_run_dir, resolve)
 from moireu.errors import InputError
 from moireu.provenance import json_safe
 
@@ -285,12 +286,10 @@ def predict_cmd(
                                            "model trained for the map's measured twist angle (moireu models)"),
     map_: Optional[Path] = typer.Argument(None, metavar="", help="atoms table, real-space .npy/.npz, image file, "
                                                                  ".sxm/.3ds/.gwy/.sm4, or a ready FT-LDOS .npy"),
-    pixel_size: Optional[str] = typer.Option(None, "--pixel-size", help="Å per pixel: 'p' or 'px,py'"),
-    channel: Optional[str] = typer.Option(None, "--channel", help="channel of a .sxm/.3ds/.gwy/.sm4 file"),
-    direction: str = typer.Option("forward", "--direction", help=".sxm/.sm4 scan (.3ds sweep) direction: forward "
-                                                                 "or backward"),
-    bias: Optional[float] = typer.Option(None, "--bias", help="V: the map of a .3ds grid at the sweep point "
-                                                              "nearest this bias (default: nearest 0 V)"),
+    pixel_size: Optional[str] = PixelSizeOpt,
+    channel: Optional[str] = ChannelOpt,
+    direction: str = DirectionOpt,
+    bias: Optional[float] = BiasOpt,
     kind: str = typer.Option("auto", "--kind", help="auto, ftldos (ready image) or map (real space)"),
     json_: bool = JsonOpt,
 ) -> None:

@@ -26,20 +26,13 @@ from typing import Any, Callable
 import typer
 
 from moireu.cli.common import info
+from moireu.provenance import file_sha256
 
 #: a file larger than this is not kept (e.g. the 45 MB ResNet-18 checkpoint); its stage reruns when a later
 #: stage needs it
 KEEP_MAX_BYTES = 4 * 1024 * 1024
 #: files of a run directory never kept: resumable scratch state, superseded by the results
 KEEP_SKIP = ("last.pt",)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Kept:
@@ -77,7 +70,7 @@ class Kept:
             f = self.root / rel
             if not f.is_file():
                 return f"kept file {rel} is missing"
-            if _sha256(f) != sha:
+            if file_sha256(f) != sha:
                 return f"kept file {rel} does not match its checksum"
         return None
 
@@ -86,7 +79,7 @@ class Kept:
         out = []
         for rel, sha in self.entry(name)["files"].items():
             dst = run_dir / rel
-            if not (dst.is_file() and _sha256(dst) == sha):
+            if not (dst.is_file() and file_sha256(dst) == sha):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dst.with_name(dst.name + ".restoring")
                 shutil.copyfile(self.root / rel, tmp)

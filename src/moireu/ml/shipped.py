@@ -10,7 +10,6 @@ card says about the physics (twist angle, U ladder, …) is written by the comma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from moireu.errors import InputError
-from moireu.provenance import write_json_atomic
+from moireu.provenance import file_sha256, write_json_atomic
 
 __all__ = ["CARD_FORMAT", "models_dir", "ship_model", "shipped_checkpoint", "shipped_models"]
 
@@ -31,14 +30,6 @@ CARD_FORMAT = "moireu-model-card/1"
 def models_dir() -> Path:
     """The package folder of the shipped models."""
     return Path(str(resources.files("moireu") / "presets" / "models"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_card(path: Path) -> dict[str, Any]:
@@ -65,7 +56,7 @@ def shipped_checkpoint(card: dict[str, Any], folder: str | Path | None = None) -
     path = d / card["weights"]["file"]
     if not path.is_file():
         raise InputError(f"shipped model {card['name']!r}: its weights {str(path)!r} are missing")
-    got = _sha256(path)
+    got = file_sha256(path)
     if got != card["weights"]["sha256"]:
         raise InputError(f"shipped model {card['name']!r}: {str(path)!r} has SHA-256 {got[:16]}…, its card says "
                          f"{card['weights']['sha256'][:16]}… (edited or damaged: reinstall moireu)")
@@ -91,7 +82,7 @@ def ship_model(checkpoint: str | Path, name: str, card: dict[str, Any], folder: 
     try:
         shutil.copyfile(checkpoint, tmp)
         full = {"format": CARD_FORMAT, "name": name} | card | {
-            "weights": {"file": weights.name, "bytes": os.path.getsize(tmp), "sha256": _sha256(Path(tmp)),
+            "weights": {"file": weights.name, "bytes": os.path.getsize(tmp), "sha256": file_sha256(Path(tmp)),
                         "format": "torch weights-only state dictionary (torch.load(weights_only=True))"}}
         os.chmod(tmp, 0o644)  # mkstemp makes it private; package data is world-readable
         os.replace(tmp, weights)
