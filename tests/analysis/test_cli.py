@@ -74,7 +74,7 @@ def test_split_without_models_is_the_ml_split(data):
     parts) when the store has variation ids, the stratified split by image for a store without."""
     import dataclasses
 
-    from moireu.analysis.run import split_indices
+    from moireu.analysis.run import default_split as split_indices
     from moireu.ml.data import split_indices as ml_split
     from moireu.ml.data import stratified_split
 
@@ -89,6 +89,16 @@ def test_split_without_models_is_the_ml_split(data):
     old = split_indices(dataclasses.replace(data, variation=None), seed=3)
     tr, va, te = stratified_split(data.U[grid], (0.6, 0.2, 0.2), seed=3)
     assert np.array_equal(old["train"], grid[tr]) and np.array_equal(old["test"], grid[te])
+
+
+def test_analyze_without_trained_runs(store, tmp_path):
+    """Similarity, PCA, baselines and crossover need no network: the ML stage's split stands in."""
+    out = tmp_path / "a"
+    r = _moireu("analyze", "--data", str(store), "--out", str(out), "--set", "analysis.n_bootstrap=20",
+                "--set", "analysis.kernel_ridge=false", "--set", "analysis.baseline_components=[3]")
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "analysis.json").read_text())
+    assert res["baselines"] and not res.get("models")
 
 
 def test_cli_refuses_bad_input(store, tmp_path):

@@ -34,7 +34,7 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def split_indices(data: AnalysisData, seed: int, fractions: tuple[float, float, float, float] | None = None
+def default_split(data: AnalysisData, seed: int, fractions: tuple[float, float, float, float] | None = None
                   ) -> dict[str, np.ndarray]:
     """Store indices of train/val/cal/test and of the untouched ``heldout`` samples, when no trained
     model recorded its split: the ML stage's leak-free split by variation group
@@ -197,30 +197,25 @@ def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[Loade
         step("baselines")
 
         # 3. baselines --------------------------------------------------------------------------------
-        try:
-            idx = split_idx if split_idx is not None else (model_split(models, data) or split_indices(data, seed))
-        except ImportError:
-            idx = None
-            res["notes"].append("baselines not run: moireu.ml.split_indices is not available")
+        idx = split_idx if split_idx is not None else (model_split(models, data) or default_split(data, seed))
         if cfg.mode == "paper":
             grid, held = np.flatnonzero(data.grid), np.flatnonzero(data.heldout)
             bl = paper_baselines(data.images[grid], data.U[grid], data.images[held], data.U[held])
             res["baselines"] = [b.to_dict() for b in bl]
             res["split_sizes"] = {"train": bl[0].params["n_train"], "test": bl[0].metrics["test"]["n"],
                                   "heldout": int(len(held))}
-        elif idx is not None:
+        else:
             idx = {k2: np.asarray(v, int) for k2, v in idx.items() if len(v)}
             bl = fit_baselines(data.images, data.U, idx, cfg.baseline_components, cfg.ridge_alpha,
                                cfg.kernel_ridge, seed)
             res["baselines"] = [b.to_dict() for b in bl]
             res["split_sizes"] = {k2: int(len(v)) for k2, v in idx.items()}
-        if cfg.mode == "paper" or idx is not None:
-            for b in bl:
-                slug = b.name.lower().replace("(", "").replace(")", "").replace("+", "_").replace(" ", "_")
-                figs[f"parity_{slug}"] = F.parity_figure(
-                    {s: b.predictions[s] for s in ("test", "heldout") if s in b.predictions},
-                    f"{b.name}: test MAE {b.metrics.get('test', {}).get('mae', float('nan')):.2f} eV",
-                    out / f"parity_{slug}.png").name
+        for b in bl:
+            slug = b.name.lower().replace("(", "").replace(")", "").replace("+", "_").replace(" ", "_")
+            figs[f"parity_{slug}"] = F.parity_figure(
+                {s: b.predictions[s] for s in ("test", "heldout") if s in b.predictions},
+                f"{b.name}: test MAE {b.metrics.get('test', {}).get('mae', float('nan')):.2f} eV",
+                out / f"parity_{slug}.png").name
         step("interpretability")
 
         # 4. interpretability --------------------------------------------------------------------------

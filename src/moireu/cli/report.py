@@ -57,10 +57,10 @@ def analyze_cmd(
     run_paths = list(runs or []) + list(extra_runs or [])
     models = load_models(find_model_runs(run_paths)) if run_paths else []
     info(f"analyze: {ds.n} samples {ds.images.shape[1]}×{ds.images.shape[2]}, {len(models)} model(s) → {out}")
-    from moireu.analysis.run import model_split, split_indices
+    from moireu.analysis.run import default_split, model_split
 
     # the split a trained model recorded; else the ML stage's split with this config's seed/fractions
-    idx = model_split(models, ds) or split_indices(ds, cfg.seed, cfg.train.val_fraction, cfg.train.test_fraction)
+    idx = model_split(models, ds) or default_split(ds, cfg.seed, cfg.train.split_fractions)
     res = analyze(ds, out, models, cfg.analysis, seed=cfg.seed, split_idx=idx)
     c = res["crossover"]["combined"]
     info(f"analyze: wrote {Path(out) / 'analysis.json'} and {len(res['figures'])} figures")
