@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Iterable, Iterator, TextIO, TypeVar
+
+T = TypeVar("T")
 
 
 def _mmss(t: float) -> str:
@@ -31,9 +33,9 @@ class LogProgress:
         self.t0 = time.perf_counter()
         self._last = -float("inf")
 
-    def add_task(self, description: str, total: float | None = None, **_: Any) -> int:
+    def add_task(self, description: str, total: float | None = None, completed: float = 0.0, **_: Any) -> int:
         tid = len(self.tasks)
-        self.tasks[tid] = {"description": description, "total": total, "completed": 0.0}
+        self.tasks[tid] = {"description": description, "total": total, "completed": float(completed)}
         self._emit(tid, force=True)
         return tid
 
@@ -90,3 +92,15 @@ def progress_bar(label: str, *, disable: bool = False, every: float = 30.0, tran
 
     return Progress(TextColumn(f"[bold]{label}[/] {{task.description}}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), console=console, transient=transient, disable=disable)
+
+
+def track(items: Iterable[T], label: str, description: str = "", *, total: int | None = None,
+          disable: bool = False, every: float = 30.0) -> Iterator[T]:
+    """Iterate over ``items`` with a :func:`progress_bar` (one step per item; ``total`` defaults to ``len``)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(label, disable=disable, every=every, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        for x in items:
+            yield x
+            bar.advance(task)

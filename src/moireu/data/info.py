@@ -118,9 +118,9 @@ def export_png(path: str | os.PathLike, out_dir: str | os.PathLike, *, limit: in
     written: list[Path] = []
     it: Any = idx
     if progress and len(idx) > 20:
-        from tqdm import tqdm
+        from moireu.progress import track
 
-        it = tqdm(idx, desc="PNG", unit="img", file=__import__("sys").stderr)
+        it = track(idx, "PNG", "images")
     block: tuple[int, np.ndarray] = (-1, np.zeros(0))
     bs = int(ds["image"].encoding.get("chunks", (64,))[0] or 64)
     for i in it:

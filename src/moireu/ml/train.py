@@ -369,14 +369,15 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
                   save: Callable[[nn.Module, dict | None], None], best_holder: dict,
                   progress: bool, desc: str, callback: Callable[[dict], None] | None) -> None:
     """Run epochs ``st.epoch .. n_epochs−1`` (early stopping when a validation set is given)."""
-    from tqdm.auto import tqdm
+    from moireu.progress import progress_bar
 
     loss_fn = _loss_fn(recipe.loss)
     dev = next(model.parameters()).device
     n = xtr.shape[0]
     bs = min(recipe.batch_size, n)
-    bar = tqdm(total=n_epochs, initial=st.epoch, desc=desc, unit="epoch", disable=not progress, leave=False,
-               dynamic_ncols=True)
+    bar = progress_bar("train", disable=not progress, transient=True)
+    bar.start()
+    task = bar.add_task(desc, total=n_epochs, completed=st.epoch)
     try:
         while st.epoch < n_epochs:
             t0 = time.perf_counter()
@@ -423,8 +424,8 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
                 st.best_epoch = st.epoch
             st.history.append(rec)
             st.epoch += 1
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("train_loss", "val_loss", "val_mae_eV")})
+            bar.update(task, advance=1, description=desc + " " + " ".join(
+                f"{k} {v:.4g}" for k, v in rec.items() if k in ("train_loss", "val_loss", "val_mae_eV")))
             stop = xva is not None and st.bad_epochs >= recipe.patience
             save(model, {"improved": improved})
             if callback is not None:
@@ -432,7 +433,7 @@ def _train_epochs(model: nn.Module, opt: torch.optim.Optimizer, sched: Any, gen:
             if stop:
                 break
     finally:
-        bar.close()
+        bar.stop()
 
 
 def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0, *,

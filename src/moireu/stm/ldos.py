@@ -366,9 +366,9 @@ def ldos_at(system: Any, res: Any, energies: Iterable[float] | None = None, *,
     starts = range(0, len(kf), max(1, int(chunk)))
     it: Iterable[int] = starts
     if progress:
-        from tqdm.auto import tqdm
+        from moireu.progress import track
 
-        it = tqdm(starts, desc="LDOS k-chunks", unit="chunk", leave=False)
+        it = track(starts, "LDOS", "k-chunks")
     for s in it:
         ev, vec = system.spectrum(res, kf[s:s + chunk], w[s:s + chunk])
         ev = np.asarray(ev)
@@ -400,9 +400,9 @@ def _ldos_per_hamiltonian(system: Any, res: Any, kf: np.ndarray, w: np.ndarray, 
         kf, w = kf[orbits[0]], orbits[1]
     items: Iterable[int] = range(len(kf))
     if progress:
-        from tqdm.auto import tqdm
+        from moireu.progress import track
 
-        items = tqdm(items, desc="LDOS k-points", unit="k", leave=False)
+        items = track(items, "LDOS", "k-points")
     for q in items:
         k = kf[q]
         real = _is_trim(k)
