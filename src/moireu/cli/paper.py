@@ -133,7 +133,9 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
                                             "--workers", str(workers)])
         elif store == blind:  # another dataset seed: new crops and new held-out U, the grid reduced to its ends
             p.stage("blind store", out / ".never", ["dataset", "build", *conf, "--set", f"dataset.seed={blind_seed}",
-                                                    "--set", f"dataset.U_values=[{u_lo},{u_hi}]", "--set", "dataset.refine=0",
+                                                    "--set", f"dataset.U_values=[{u_lo},{u_hi}]",
+                                                    "--set", f"dataset.paper_U_values=[{u_lo},{u_hi}]",
+                                                    "--set", "dataset.refine=0",
                                                     "--set", f"dataset.heldout={blind_u}", "--out", str(blind),
                                                     "--no-progress"])
         else:
