@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 # `make paper`: Tanksale & Stauber (arXiv:2602.18890) reproduced beside ours at the paper preset (i = 9),
 # resumable (rerun to continue); PAPER_ARGS overrides, e.g. a tiny check:
-#   make paper PAPER_OUT=runs/paper_tiny PAPER_ARGS="--set lattice.index=2 --set 'dataset.U_values=[0.0,3.0,6.0]' --keep runs/paper_tiny/kept --doc runs/paper_tiny/paper-reproduction.md"
+#   make paper PAPER_OUT=runs/paper_tiny PAPER_ARGS="--set lattice.index=2 --set 'dataset.U_values=[0.0,3.0,6.0]' --set 'dataset.paper_U_values=[0.0,3.0,6.0]' --keep runs/paper_tiny/kept --doc runs/paper_tiny/paper-reproduction.md"
 # Small results are kept in results/paper (committed): a fresh clone restores them instead of training again.
 PAPER_OUT ?= runs/paper
 PAPER_ARGS ?=
+# the blind store of our networks at i = 9 (another dataset seed: new crops, 6 new held-out U)
+PAPER_BLIND ?= --blind-seed 1598071192 --blind-u 6
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/moireu demo --out runs/demo
 
 paper: $(STAMP)
-	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_ARGS)
+	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_BLIND) $(PAPER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
