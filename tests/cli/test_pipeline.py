@@ -73,6 +73,13 @@ def test_kept_results_are_restored_on_a_fresh_run_and_refused_when_stale_or_edit
         _pipe(tmp_path, "d", "d1", _FAIL).stage("make", tmp_path / "d" / "r" / "res.json",
                                                 [str(tmp_path / "d" / "r" / "res.json"), "7"], keep=("r",))
     assert exc.value.exit_code == 3
+    # the same run directory with other HF states: its marker no longer counts, the stage runs again
+    p.stage("make", res, [str(res), "7"], keep=("r",))
+    assert p.log[-1]["skipped"]  # same settings: done already
+    p2 = _pipe(tmp_path, "a", "d3", _WRITE)
+    p2.stage("make", res, [str(res), "7"], keep=("r",))
+    assert not p2.log[-1]["skipped"] and q.kept.__class__(tmp_path / "kept").entry("make")["key"] == p2.key(
+        "make", [str(res), "7"])
     # a file too large to keep is listed, and a stage that must provide it is not reusable without it
     big = tmp_path / "a" / "big" / "w.pt"
     p.stage("big", big, [str(big), str(KEEP_MAX_BYTES + 1)], keep=("big",))

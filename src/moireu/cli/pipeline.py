@@ -184,7 +184,10 @@ class Pipeline:
         entry: dict[str, Any] = {"stage": name, "command": "moireu " + " ".join(args)}
         kept = self.kept if keep else None
         key = self.key(name, args) if kept is not None else ""
-        if marker.exists() and not force and not stale:
+        # a marker counts only for the settings it was made with (recorded when the pipeline keeps results):
+        # else the kept result stands in, or the stage runs again
+        trusted = kept is None or self._made_with(name) == key
+        if marker.exists() and not force and not stale and trusted:
             info(f"[{tag}] {name}: done already ({marker}), skipping")
             if kept is not None and kept.check(name, key) is not None:
                 kept.keep(name, key, self.out, keep, entry["command"], 0.0)
@@ -196,6 +199,7 @@ class Pipeline:
             if why is None and self.reusable(name, args, needs):
                 e = kept.entry(name)
                 kept.restore(name, self.out)
+                self._made_with(name, key)
                 prov = e.get("provenance", {})
                 info(f"[{tag}] {name}: reused from {kept.root} (made {prov.get('created', '?')} at commit "
                      f"{str(prov.get('git_commit', '?'))[:10]} in {e.get('seconds', 0):.0f} s)")
@@ -204,6 +208,8 @@ class Pipeline:
                 return
             if why is not None and kept.entry(name) is not None:
                 info(f"[{tag}] {name}: not reused ({why})")
+        if marker.exists() and not trusted:
+            info(f"[{tag}] {name}: {marker} was made with other settings (or its key was not recorded), rerunning")
         info(f"[{tag}] {name}: moireu {' '.join(args)}")
         t0 = time.perf_counter()
         r = subprocess.run([*self.exe, *args], stdout=subprocess.PIPE if stdout_to else subprocess.DEVNULL, text=True)
@@ -218,9 +224,24 @@ class Pipeline:
             raise typer.Exit(r.returncode)
         info(f"[{tag}] {name}: {dt:.0f} s")
         if kept is not None:
+            self._made_with(name, key)
             e = kept.keep(name, key, self.out, keep, entry["command"], dt)
             info(f"[{tag}] {name}: kept {len(e['files'])} file(s) in {kept.root}"
                  + (f"; too large to keep: {', '.join(e['not_kept'])}" if e["not_kept"] else ""))
+
+    def _made_with(self, name: str, key: str | None = None) -> str | None:
+        """The key the run directory's result of stage ``name`` was made (or restored) with; with ``key``,
+        record it (``RUN/.stage-keys.json``)."""
+        from moireu.provenance import write_json_atomic
+
+        path = self.out / ".stage-keys.json"
+        try:
+            keys = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, json.JSONDecodeError):
+            keys = {}
+        if key is not None:
+            write_json_atomic(path, keys | {name: key})
+        return keys.get(name)
 
     def skip(self, name: str, why: str) -> None:
         """Record a stage that is not needed (e.g. the dataset when every later stage is reused)."""
