@@ -105,7 +105,7 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
     assert skipped == ["dataset", "paper images"] and "dataset" not in calls
-    assert calls[0] == "train ours cnn seed 0" and calls[3] == "train repro cnn_paper seed 0"
+    assert calls[0] == "train ours cnn seed 0" and calls[3] == "train repro resnet18_paper seed 0"
     assert calls[-1] == "analysis ours"
     # nothing kept: the stores are built first
     calls.clear(), skipped.clear()
@@ -114,7 +114,7 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
     assert calls[:2] == ["dataset", "train ours cnn seed 0"] and not skipped
-    assert calls.index("paper images") == calls.index("train repro cnn_paper seed 0") - 1
+    assert calls.index("paper images") == calls.index("train repro resnet18_paper seed 0") - 1
     # ours alone: no reference images, no reference networks
     calls.clear(), skipped.clear()
     r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run3"),
