@@ -38,9 +38,10 @@ def test_collect_and_write_doc(tmp_path):
     rows = {(r["source"], r["model"]): r for r in res["rows"]}
     assert rows[("paper", "CNN")]["heldout_mae"] == "0.50 ± 0.08"
     rep = rows[("reproduction", "CNN")]
-    assert rep["runs"] == 2 and rep["test_mae"] == aggregate([0.2, 0.4]) and rep["heldout_n"] == 4
+    assert rep["runs"] == 2 and rep["test_mae"] == aggregate([0.2, 0.4], 3) and rep["heldout_n"] == 4
+    assert rows[("reproduction", "ResNet-18")]["runs"] == 0  # not run: shown, with no number
     assert rows[("ours", "cnn")]["heldout_mae"] == "–"  # not measured: never invented
-    assert rows[("ours", "cnn")]["blind_mae"] == "0.09" and rows[("ours", "cnn")]["blind_coverage90"] == "0.90"
+    assert rows[("ours", "cnn")]["blind_mae"] == "0.090" and rows[("ours", "cnn")]["blind_coverage90"] == "0.90"
     assert rows[("ours", "cnn")]["runs"] == 2 and rows[("ours", "cnn")]["blind_n"] == 60
     doc = tmp_path / "docs" / "paper-reproduction.md"
     write_doc(run, doc)
@@ -48,5 +49,10 @@ def test_collect_and_write_doc(tmp_path):
     assert "not the paper's setting" in text and "i = 2" in text
     assert "| reproduction | CNN | 2 |" in text and "moireu analyze X" in text
     assert "blind MAE" in text and "60 images" in text
-    assert (tmp_path / "docs" / "img" / "paper-reproduction" / "paper_similarity.png").is_file()
+    img = tmp_path / "docs" / "img" / "paper-reproduction"
+    assert (img / "paper_similarity.png").is_file()
+    # a figure of an earlier run that this run did not make is removed
+    (img / "paper_stale.png").write_bytes(b"x")
+    write_doc(run, doc)
+    assert not (img / "paper_stale.png").exists() and (img / "paper_similarity.png").is_file()
     assert json.loads((run / "reproduction.json").read_text())["rows"][0]["source"] == "paper"

@@ -83,12 +83,16 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         rows.append({"source": "paper", "model": label, "runs": "published",
                      **{f"{s}_{m}": splits[s][i] for s in ("test", "heldout") for i, m in enumerate(("mae", "rmse", "r2"))}})
     for source, sub in (("reproduction", "repro"), ("ours", "ours")):
-        for model, g in _group(run_dir, sub).items():
+        groups = _group(run_dir, sub)
+        if sub == "repro":  # a reference network that has not run yet is shown as such, never left out
+            for model in _LABEL:
+                groups.setdefault(model, {"runs": [], "test": {}, "heldout": {}, "blind": {}})
+        for model, g in groups.items():
             row = {"source": source, "model": _LABEL.get(model, model), "registry_name": model,
                    "runs": len(g["runs"])}
             for s in ("test", "heldout", "blind"):
                 for m in ("mae", "rmse", "r2", "coverage90"):
-                    row[f"{s}_{m}"] = aggregate(g[s].get(m, []), 3 if m == "r2" else 2)
+                    row[f"{s}_{m}"] = aggregate(g[s].get(m, []), 2 if m == "coverage90" else 3)
                 ns = [n for n in g[s].get("n", []) if n is not None]
                 row[f"{s}_n"] = int(ns[0]) if ns else None
             rows.append(row)
@@ -121,6 +125,20 @@ def _md_table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _fmt(v: Any, d: int = 3) -> str:
     return "–" if v is None else f"{v:.{d}f}" if isinstance(v, float) else str(v)
+
+
+def _first_seed(run_dir: Path, sub: str) -> int | None:
+    seeds = sorted(int(d.name.rsplit("_s", 1)[1]) for d in (run_dir / sub).glob("*_s*")
+                   if d.name.rsplit("_s", 1)[1].isdigit())
+    return seeds[0] if seeds else None
+
+
+def _rel(path: Path, doc: Path) -> Path:
+    """``path`` relative to the document's folder when it lies below it."""
+    try:
+        return Path(path).resolve().relative_to(doc.parent.resolve())
+    except ValueError:
+        return Path(path)
 
 
 def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None = None,
@@ -206,6 +224,18 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
           "(`train.pretrained_weights` loads them when a file is available).",
           "", "## Figures", ""]
     img_dir.mkdir(parents=True, exist_ok=True)
+    written: set[str] = set()
+    L += ["### Error per U (held-out, first seed of each network)", ""]
+    for sub in ("repro", "ours"):
+        for d in sorted((run_dir / sub).glob("*_s*")):
+            src = d / "residual_heldout.png"
+            if not d.name.endswith(f"_s{_first_seed(run_dir, sub)}") or not src.is_file():
+                continue
+            dst = img_dir / f"{sub}_{d.name}_residual_heldout.png"
+            shutil.copyfile(src, dst)
+            written.add(dst.name)
+            L += [f"![{d.name} held-out residuals]({_rel(dst, doc)})", "",
+                  f"{d.name}: residual Û − U of every held-out image and its mean per U.", ""]
     for k in ("paper", "ours"):
         for key, name in sorted(res["figures"].get(k, {}).items()):
             src = run_dir / f"analysis_{k}" / name
@@ -213,10 +243,12 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
                 continue
             dst = img_dir / f"{k}_{name}"
             shutil.copyfile(src, dst)
-            rel = Path(dst).resolve().relative_to(doc.parent.resolve()) if str(dst.resolve()).startswith(
-                str(doc.parent.resolve())) else dst
-            L += [f"![{k} {key}]({rel})", "", f"{k} pipeline, `{key}` — made by: `{cmds.get(f'analysis {k}', '?')}`",
-                  ""]
+            written.add(dst.name)
+            L += [f"![{k} {key}]({_rel(dst, doc)})", "",
+                  f"{k} pipeline, `{key}` — made by: `{cmds.get(f'analysis {k}', '?')}`", ""]
+    for old_fig in img_dir.glob("*.png"):  # figures of an earlier run that this one did not make
+        if old_fig.name not in written:
+            old_fig.unlink()
     L += ["## Commands of this run", "", "```"] + [f"{s.get('command')}" for s in res["stages"]] + ["```", "",
           "## How to run it", "",
           "`make paper` (= `moireu paper --out runs/paper`: the paper preset, i = 9, seeds 0, 1, 2) runs every "

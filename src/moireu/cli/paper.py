@@ -93,7 +93,9 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
                                     "--out", str(run), "--quiet"], ckpt=f"{rel}/checkpoint.pt", store=store))
             for split in ("test", "heldout"):
                 later.append(dict(name=f"evaluate {sub} {m} seed {s} {split}", marker=run / f"eval_{split}.json",
-                                  keep=(f"{rel}/eval_{split}.json",), uses=(f"{rel}/checkpoint.pt",), store=store,
+                                  keep=tuple(f"{rel}/{f}_{split}.{x}" for f, x in
+                                             (("eval", "json"), ("parity", "png"), ("residual", "png"))),
+                                  uses=(f"{rel}/checkpoint.pt",), store=store,
                                   args=["evaluate", str(run), str(store), "--split", split]))
             if sub == "ours" and blind_seed is not None:
                 later.append(dict(name=f"evaluate {sub} {m} seed {s} blind", marker=run / "blind" / "eval_heldout.json",
