@@ -117,11 +117,13 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     else:
         # a stage runs when its marker is missing and its kept result cannot stand in; what it reads then
         # (a checkpoint, a store) must exist, so the stages that make those run (or are restored) too
-        todo = [s for s in later if not s["marker"].exists() and not p.reusable(s["name"], s["args"])]
+        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"])
+                and not p.reusable(s["name"], s["args"])]
         uses = {u for s in todo for u in s.get("uses", ())}
         for s in later:
             s["needs"] = (s["ckpt"],) if s.get("ckpt") in uses else ()
-        todo = [s for s in later if not s["marker"].exists() and not p.reusable(s["name"], s["args"], s["needs"])]
+        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"])
+                and not p.reusable(s["name"], s["args"], s["needs"])]
     # the stores are built when the first stage that reads them is about to run (the dataset before
     # our networks, the reference images only before the reference networks), and not at all when every
     # stage that reads them is kept

@@ -158,6 +158,11 @@ class Pipeline:
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def done(self, name: str, marker: Path, args: list[str]) -> bool:
+        """Whether the run directory holds the result of stage ``name`` (its marker), made with the stage's
+        present key when the pipeline keeps results."""
+        return marker.exists() and (self.kept is None or self._made_with(name) == self.key(name, args))
+
     def reusable(self, name: str, args: list[str], needs: tuple[str, ...] = ()) -> bool:
         """Whether stage ``name`` would be restored from the kept results (with the files ``needs``,
         relative to the run directory, among them or already in the run directory)."""
