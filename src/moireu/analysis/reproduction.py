@@ -225,35 +225,36 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
           "", "## Figures", ""]
     img_dir.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
+
+    def figure(src: Path, name: str, alt: str, caption: str) -> None:
+        dst = img_dir / name
+        shutil.copyfile(src, dst)
+        written.add(dst.name)
+        L.extend([f"![{alt}]({_rel(dst, doc)})", "", caption, ""])
+
     L += ["### Error per U (held-out, first seed of each network)", ""]
     for sub in ("repro", "ours"):
         for d in sorted((run_dir / sub).glob("*_s*")):
             src = d / "residual_heldout.png"
-            if not d.name.endswith(f"_s{_first_seed(run_dir, sub)}") or not src.is_file():
-                continue
-            dst = img_dir / f"{sub}_{d.name}_residual_heldout.png"
-            shutil.copyfile(src, dst)
-            written.add(dst.name)
-            L += [f"![{d.name} held-out residuals]({_rel(dst, doc)})", "",
-                  f"{d.name}: residual Û − U of every held-out image and its mean per U.", ""]
+            if d.name.endswith(f"_s{_first_seed(run_dir, sub)}") and src.is_file():
+                figure(src, f"{sub}_{d.name}_residual_heldout.png", f"{d.name} held-out residuals",
+                       f"{d.name}: residual Û − U of every held-out image and its mean per U.")
     for k in ("paper", "ours"):
         for key, name in sorted(res["figures"].get(k, {}).items()):
             src = run_dir / f"analysis_{k}" / name
-            if not src.is_file():
-                continue
-            dst = img_dir / f"{k}_{name}"
-            shutil.copyfile(src, dst)
-            written.add(dst.name)
-            L += [f"![{k} {key}]({_rel(dst, doc)})", "",
-                  f"{k} pipeline, `{key}` — made by: `{cmds.get(f'analysis {k}', '?')}`", ""]
+            if src.is_file():
+                figure(src, f"{k}_{name}", f"{k} {key}",
+                       f"{k} pipeline, `{key}` — made by: `{cmds.get(f'analysis {k}', '?')}`")
     for old_fig in img_dir.glob("*.png"):  # figures of an earlier run that this one did not make
         if old_fig.name not in written:
             old_fig.unlink()
     L += ["## Commands of this run", "", "```"] + [f"{s.get('command')}" for s in res["stages"]] + ["```", "",
           "## How to run it", "",
-          "`make paper` (= `moireu paper --out runs/paper`: the paper preset, i = 9, seeds 0, 1, 2) runs every "
-          "stage above and rewrites this file; it resumes where it stopped (the dataset point by point, every "
-          "other stage by its marker file). `PAPER_ARGS` passes options, e.g. "
-          "`make paper PAPER_ARGS=\"--workers 2 --seeds 0,1,2,3,4\"`.", ""]
+          "`make paper` (= `moireu paper --out runs/paper --blind-seed 1598071192 --blind-u 6`: the paper preset, "
+          "i = 9, seeds 0, 1, 2) runs every stage above and rewrites this file. Every finished stage's small "
+          "result is kept in `results/paper` (committed, with its key and checksums); a rerun, on a fresh clone "
+          "too, restores those instead of running them, builds a store only when a stage left to run reads it, "
+          "and resumes the rest (the dataset point by point, training epoch by epoch). `PAPER_ARGS` passes "
+          "options, e.g. `make paper PAPER_ARGS=\"--workers 2 --seeds 0,1,2,3,4\"`.", ""]
     write_text_atomic(doc, "\n".join(L))
     return res
