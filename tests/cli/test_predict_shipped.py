@@ -53,7 +53,26 @@ def test_a_map_of_another_twist_is_refused_with_the_measured_angle(tmp_path):
     assert r.exit_code == 3, r.output
     d = json.loads(r.stdout)
     assert not d["in_distribution"] and d["U"] is None and abs(d["twist_deg"] - 6.01) < 0.1, d
-    assert "measured twist 6.0" in d["ood_reasons"][0] and "models for 4.41°" in d["ood_reasons"][0]
+    assert "measured twist 6.0" in d["ood_reasons"][0] and "models for 3.48°, 4.41°" in d["ood_reasons"][0]
+
+
+def test_a_map_of_the_paper_angle_is_answered_by_the_i9_model(tmp_path):
+    """A map simulated from the shipped i = 9 state at U = 2.5 eV (another scan than any training image):
+    the metrology measures 3.48°, the paper model answers, its interval covers the state's U."""
+    from moireu.data.states import States, shipped_states_path
+    from moireu.lattice.geometry import tbg_geometry
+    from moireu.stm.measure import ScanParams, simulate_map
+
+    ldos = np.asarray(States.load(shipped_states_path("paper")).ldos(2.5, 0.0, [0.0]))[0]
+    m = simulate_map(tbg_geometry(9, 2.94), ldos, ScanParams(pixels=384, pixel_size=0.45, rotation_deg=10.0,
+                                                             noise_white=0.02, noise_seed=4))
+    path = tmp_path / "tbg_i9_U2.5.npy"
+    np.save(path, np.asarray(m.values))
+    r = invoke("predict", path, "--pixel-size", "0.45", "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["shipped_model"]["name"] == "paper_cnn" and abs(d["twist_deg"] - 3.48) < 0.02
+    assert abs(d["U"] - 2.5) <= 0.3 and d["U_low"] <= 2.5 <= d["U_high"], d
 
 
 def test_white_noise_is_refused_for_having_no_moire_lattice(tmp_path):

@@ -260,7 +260,7 @@ def _no_model_for_twist(map_: Path, align: dict, cards: list, json_: bool, met=N
     from moireu.stm.metrology import format_pm
 
     tw, q = align.get("twist_deg"), align.get("quality", float("nan"))
-    have = ", ".join(f"{c['twist_deg']:.2f}°" for c in cards)
+    have = ", ".join(f"{t:.2f}°" for t in sorted(c["twist_deg"] for c in cards))
     accepted = [c.get("twist_accepted_deg") or (c["twist_deg"], c["twist_deg"]) for c in cards]
     if met is not None and not any(lo <= met.twist_deg <= hi for lo, hi in accepted):
         tw = met.twist_deg
