@@ -7,6 +7,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from moireu.cli import app
+from moireu.errors import InputError
 from moireu.ml.shipped import shipped_checkpoint, shipped_models
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,22 @@ def test_a_map_of_the_paper_angle_is_answered_by_the_i9_model(tmp_path):
     d = json.loads(r.stdout)
     assert d["shipped_model"]["name"] == "paper_cnn" and abs(d["twist_deg"] - 3.48) < 0.02
     assert abs(d["U"] - 2.5) <= 0.3 and d["U_low"] <= 2.5 <= d["U_high"], d
+
+
+def test_a_large_area_scan_is_refused_but_told_its_twist(tmp_path):
+    """100 nm at 256 px: too coarse for any model's k window, but the moiré is measured and reported."""
+    from moireu.lattice.geometry import tbg_geometry
+    from moireu.stm.measure import ScanParams, simulate_map
+
+    g = tbg_geometry(7, 3.35)
+    rec = 2 * np.pi * np.linalg.inv(g.cell).T
+    shell = np.array([[1, 0], [0, 1], [1, 1], [-1, 0], [0, -1], [-1, -1]]) @ rec
+    ldos = 1.0 + 0.3 * np.cos(g.positions[:, :2] @ shell.T).sum(axis=1)
+    path = tmp_path / "large.npy"
+    np.save(path, np.asarray(simulate_map(g, ldos, ScanParams(pixels=256, pixel_size=3.9)).values))
+    r = invoke("predict", path, "--pixel-size", "3.9", "--json")  # the entry point prints it as error: …, exit 2
+    assert isinstance(r.exception, InputError), r.output
+    assert "too coarse" in str(r.exception) and "moiré (moireu lattice): twist 4.4" in str(r.exception)
 
 
 def test_white_noise_is_refused_for_having_no_moire_lattice(tmp_path):

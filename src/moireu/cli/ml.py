@@ -221,7 +221,17 @@ def _shipped_for_map(map_: Path, kind: str, pixel_size: Optional[str], channel: 
     align = None
     for card in cards:
         lr = load_run(shipped_checkpoint(card))
-        img, align = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction, bias)
+        try:
+            img, align = load_map_image(map_, lr.meta, kind, pixel_size, channel, direction, bias)
+        except InputError as exc:  # e.g. pixels too coarse for any model: still tell what the map shows
+            met = _metrology(map_, parse_pixel_size(pixel_size), channel, direction, bias)
+            if met is None:
+                raise
+            from moireu.stm.metrology import format_pm
+
+            raise InputError(f"{exc}. The map's moiré (moireu lattice): twist "
+                             f"{format_pm(met.twist_deg, met.twist_sigma_deg, '°')}, heterostrain "
+                             f"{format_pm(met.strain_percent, met.strain_sigma_percent, ' %')}") from None
         if align is None or align.get("in_range"):
             return lr, img, align, card
     return None, None, align, cards
