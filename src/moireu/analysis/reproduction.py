@@ -234,9 +234,10 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
 
     L += ["### Error per U (held-out, first seed of each network)", ""]
     for sub in ("repro", "ours"):
+        first = f"_s{_first_seed(run_dir, sub)}"
         for d in sorted((run_dir / sub).glob("*_s*")):
             src = d / "residual_heldout.png"
-            if d.name.endswith(f"_s{_first_seed(run_dir, sub)}") and src.is_file():
+            if d.name.endswith(first) and src.is_file():
                 figure(src, f"{sub}_{d.name}_residual_heldout.png", f"{d.name} held-out residuals",
                        f"{d.name}: residual Û − U of every held-out image and its mean per U.")
     for k in ("paper", "ours"):

@@ -55,6 +55,14 @@ class Kept:
                           "or delete it to recompute every stage") from None
         self.manifest.setdefault("format", "moireu-kept-1")
         self.manifest.setdefault("stages", {})
+        self._hashes: dict[tuple[Path, int, int], str] = {}  # a kept file is checked several times per run
+
+    def _sha256(self, f: Path) -> str:
+        st = f.stat()
+        k = (f, st.st_mtime_ns, st.st_size)
+        if k not in self._hashes:
+            self._hashes[k] = file_sha256(f)
+        return self._hashes[k]
 
     def entry(self, name: str) -> dict[str, Any] | None:
         return self.manifest["stages"].get(name)
@@ -70,7 +78,7 @@ class Kept:
             f = self.root / rel
             if not f.is_file():
                 return f"kept file {rel} is missing"
-            if file_sha256(f) != sha:
+            if self._sha256(f) != sha:
                 return f"kept file {rel} does not match its checksum"
         return None
 
