@@ -179,6 +179,10 @@ class DatasetConfig(_Section):
     paper_U_values: tuple[float, ...] | None = Field(None, description="the grid U of the reference pipeline "
                                                        "(dataset paper-images; every held-out U is kept), a subset "
                                                        "of U_values (None: all of U_values)")
+    paper_n_offsets: int | None = Field(None, ge=1, description="acquisitions per (U, ν, bias) the reference "
+                                        "pipeline sees (dataset paper-images keeps variations v < this; the draws "
+                                        "of v do not depend on n_offsets, so its images stay the same when ours get "
+                                        "more; None: all n_offsets)")
     seed: int | None = Field(None, ge=0, description="seed of held-out U and of every scan draw (None: top-level seed)")
     workers: int = Field(0, ge=0, description="dask workers (0 = one per core)")
     chain_length: int = Field(4, ge=1, description="HF solves per warm-start chain, when 'warm' is a "

@@ -3,6 +3,7 @@ stage stops the pipeline with its exit code, and every stage is logged with its 
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import typer
@@ -97,8 +98,10 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
     from moireu.cli.pipeline import Pipeline as P
 
     calls, skipped = [], []
-    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(): True)
-    monkeypatch.setattr(P, "stage", lambda self, name, *a, **k: calls.append(name))
+    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(), config=None: True)
+    cmds = {}
+    monkeypatch.setattr(P, "stage", lambda self, name, marker, args, **k: (calls.append(name),
+                                                                          cmds.setdefault(name, args)))
     monkeypatch.setattr(P, "skip", lambda self, name, why: skipped.append(name))
     monkeypatch.setattr("moireu.analysis.reproduction.write_doc", lambda src, doc: None)
     r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run"),
@@ -109,11 +112,15 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
     assert calls[-1] == "analysis ours"
     # nothing kept: the stores are built first
     calls.clear(), skipped.clear()
-    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(): False)
+    monkeypatch.setattr(P, "reusable", lambda self, name, args, needs=(), config=None: False)
     r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run2"),
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
     assert calls[:2] == ["dataset", "train ours cnn seed 0"] and not skipped
+    # the reference's analysis looks at its CNN (weights kept), not the ResNet-18 (51 MB, not kept: it would be
+    # retrained on every fresh clone just to be looked at)
+    runs = cmds["analysis paper"][cmds["analysis paper"].index("--runs") + 1:]
+    assert [Path(r).name for r in runs] == ["cnn_paper_s0"]
     assert calls.index("paper images") == calls.index("train repro resnet18_paper seed 0") - 1
     # ours alone: no reference images, no reference networks
     calls.clear(), skipped.clear()
@@ -130,3 +137,23 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert calls.index("blind store") == calls.index("evaluate ours cnn seed 0 blind") - 1
     assert "blind store" not in str(skipped)
+
+
+def test_more_acquisitions_for_ours_leave_the_reference_results_valid(tmp_path):
+    """The reference stages are keyed on the config as they see it (:func:`reference_view`): our networks
+    getting more acquisitions (n_offsets) beyond the reference's (paper_n_offsets) changes our keys, not theirs;
+    the reference's own count, or anything else, changes theirs."""
+    from moireu.cli.paper import reference_view
+
+    def keys(**ds):
+        cfg = load_config("demo").model_copy(update={"dataset": load_config("demo").dataset.model_copy(update=ds)})
+        p = Pipeline("paper", cfg, tmp_path / "run", digest="d")
+        return p.key("train", ["x"]), p.key("train", ["x"], reference_view(cfg.to_dict()))
+
+    ours8, ref8 = keys(n_offsets=8, paper_n_offsets=8)
+    ours24, ref24 = keys(n_offsets=24, paper_n_offsets=8)
+    assert ours8 != ours24 and ref8 == ref24
+    # the view is the config an 8-acquisition store had before paper_n_offsets existed
+    assert keys(n_offsets=8, paper_n_offsets=None)[1] == ref8
+    assert keys(n_offsets=24, paper_n_offsets=12)[1] != ref8
+    assert keys(n_offsets=24, paper_n_offsets=8, biases=(0.0,))[1] != ref8

@@ -116,3 +116,28 @@ def test_paper_store_keeps_the_reference_grid_and_every_heldout_sample(tmp_path)
     # the grid sample at U = 4 is off the reference grid: dropped; the held-out sample stays
     assert out["U"].values.tolist() == [0.0, 0.0, 2.0, 2.0, 4.0]
     assert [str(x) for x in out["split"].values] == ["grid"] * 4 + ["heldout"]
+
+
+def test_paper_store_keeps_the_reference_acquisitions_only(tmp_path):
+    """``dataset.paper_n_offsets``: the reference sees the first draws v < n of every (U, bias), the same
+    images whatever number of acquisitions our networks get."""
+    import xarray as xr
+
+    from moireu.data.paper import paper_store
+    from moireu.stm.paper import PaperTransform
+
+    t = PaperTransform(grid=65, patch_cells=2, figsize_in=1.0, dpi=32, size=16)
+    src = tmp_path / "d.zarr"
+    ds = _contract_d_store(src, n_bias=1, per=3)  # variations 0, 1, 2 at every U
+    ds.attrs["config"] = json.dumps({"stm": {"patch_cells": 2}, "dataset": {"paper_n_offsets": 2}})
+    ds.to_zarr(src, mode="w", consolidated=False)
+    paper_store(src, tmp_path / "p.zarr", t)
+    out = xr.open_zarr(tmp_path / "p.zarr")
+    assert sorted(set(out["variation"].values.tolist())) == [0, 1]
+    assert out.sizes["sample"] == 2 * ds.sizes["sample"] // 3
+    # the same images as a store that only ever had those two acquisitions
+    small = ds.isel(sample=np.flatnonzero(ds["variation"].values < 2))
+    small.attrs["config"] = json.dumps({"stm": {"patch_cells": 2}, "dataset": {}})
+    small.to_zarr(tmp_path / "s.zarr", mode="w", consolidated=False)
+    paper_store(tmp_path / "s.zarr", tmp_path / "q.zarr", t)
+    assert np.array_equal(xr.open_zarr(tmp_path / "q.zarr")["image"].values, out["image"].values)

@@ -67,6 +67,7 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
 
     out = Path(out)
     digest = states_digest(cfg)
+    ref = reference_view(cfg.to_dict())
     p = Pipeline("paper", cfg, out, kept=None if no_keep else keep, digest=digest,
                  on_stage=lambda log: _stages_json(out, None if no_keep else keep, log, cfg.to_dict(), digest))
     conf = p.conf
@@ -88,14 +89,15 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
         for sub, m, store, extra in jobs:
             run = out / sub / f"{m}_s{s}"
             rel = f"{sub}/{m}_s{s}"
-            later.append(dict(name=f"train {sub} {m} seed {s}", marker=run / "checkpoint.pt", keep=(rel,),
+            view = ref if sub == "repro" else None
+            later.append(dict(name=f"train {sub} {m} seed {s}", marker=run / "checkpoint.pt", keep=(rel,), config=view,
                               args=["train", str(store), "--model", m, *extra, *conf, "--set", f"seed={s}",
                                     "--out", str(run), "--quiet"], ckpt=f"{rel}/checkpoint.pt", store=store))
             for split in ("test", "heldout"):
                 later.append(dict(name=f"evaluate {sub} {m} seed {s} {split}", marker=run / f"eval_{split}.json",
                                   keep=tuple(f"{rel}/{f}_{split}.{x}" for f, x in
                                              (("eval", "json"), ("parity", "png"), ("residual", "png"))),
-                                  uses=(f"{rel}/checkpoint.pt",), store=store,
+                                  uses=(f"{rel}/checkpoint.pt",), store=store, config=view,
                                   args=["evaluate", str(run), str(store), "--split", split]))
             if sub == "ours" and blind_seed is not None:
                 later.append(dict(name=f"evaluate {sub} {m} seed {s} blind", marker=run / "blind" / "eval_heldout.json",
@@ -105,9 +107,12 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
             runs["paper" if sub == "repro" else "ours"].append(run)
     for k, store, mode in (("paper", pdata, "paper"), ("ours", data, "ours"))[0 if reproduction else 1:]:
         adir = out / f"analysis_{k}"
-        # interpretability on the first seed of every model
-        first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}")]
+        # interpretability on the first seed of every model whose weights are kept: of the reference pair
+        # the CNN (1.3 MB), not the ResNet-18 (51 MB, above what is kept), which would otherwise be trained
+        # again (half an hour on a CPU) on every fresh clone just to be looked at
+        first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}") and not r.name.startswith("resnet18")]
         later.append(dict(name=f"analysis {k}", marker=adir / "analysis.json", keep=(f"analysis_{k}",), store=store,
+                          config=ref if k == "paper" else None,
                           uses=tuple(f"{r.relative_to(out).as_posix()}/checkpoint.pt" for r in first),
                           args=["analyze", "--data", str(store), "--out", str(adir), *conf, "--set",
                                 f'analysis.mode="{mode}"', "--runs", *[str(r) for r in first]],
@@ -117,13 +122,13 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     else:
         # a stage runs when its marker is missing and its kept result cannot stand in; what it reads then
         # (a checkpoint, a store) must exist, so the stages that make those run (or are restored) too
-        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"])
-                and not p.reusable(s["name"], s["args"])]
+        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"], s.get("config"))
+                and not p.reusable(s["name"], s["args"], config=s.get("config"))]
         uses = {u for s in todo for u in s.get("uses", ())}
         for s in later:
             s["needs"] = (s["ckpt"],) if s.get("ckpt") in uses else ()
-        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"])
-                and not p.reusable(s["name"], s["args"], s["needs"])]
+        todo = [s for s in later if not p.done(s["name"], s["marker"], s["args"], s.get("config"))
+                and not p.reusable(s["name"], s["args"], s["needs"], s.get("config"))]
     # the stores are built when the first stage that reads them is about to run (the dataset before
     # our networks, the reference images only before the reference networks), and not at all when every
     # stage that reads them is kept
@@ -152,7 +157,7 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
         if id(s) in pending:
             ensure(s["store"])
         p.stage(s["name"], s["marker"], s["args"], force=recompute, inputs=s.get("inputs", ()), keep=s["keep"],
-                needs=s.get("needs", ()))
+                needs=s.get("needs", ()), config=s.get("config"))
     if data not in built:
         p.skip("dataset", f"every stage that reads it is kept in {keep}")
     if pdata not in built:
@@ -163,6 +168,24 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     reused = sum(1 for e in p.log if e.get("reused"))
     info(f"[paper] finished in {p.minutes:.1f} min ({reused} stage(s) reused from {src}); wrote {doc} and "
          f"{src / 'reproduction.json'}")
+
+
+def reference_view(conf: dict) -> dict:
+    """The resolved config as the reference pipeline's stages see it: the key of their results.
+
+    The reference images are the first ``dataset.paper_n_offsets`` acquisitions of each (U, bias) of the
+    dataset store (:func:`moireu.data.paper.paper_store`), and the draw of acquisition ``v`` does not depend
+    on ``dataset.n_offsets`` (:mod:`moireu.data.plan`); so in this view ``n_offsets`` is the number the
+    reference sees, and giving our networks more acquisitions leaves the reference's results valid.
+    """
+    import copy
+
+    view = copy.deepcopy(conf)
+    ds = view.get("dataset", {})
+    n_ref = ds.pop("paper_n_offsets", None)
+    if n_ref is not None and "n_offsets" in ds:
+        ds["n_offsets"] = min(int(ds["n_offsets"]), int(n_ref))
+    return view
 
 
 def _stages_json(out: Path, keep: Optional[Path], log: list, config: dict, digest: str) -> None:

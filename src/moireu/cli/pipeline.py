@@ -157,30 +157,34 @@ class Pipeline:
     def minutes(self) -> float:
         return (time.perf_counter() - self.t0) / 60.0
 
-    def key(self, name: str, args: list[str]) -> str:
+    def key(self, name: str, args: list[str], config: dict | None = None) -> str:
         """What the result of stage ``name`` depends on, hashed: its command (run directory as ``RUN``),
-        the resolved config and the pipeline's digest. The code version is recorded, not keyed."""
+        the resolved config (or ``config``: the view of it the stage sees, e.g. the reference pipeline's,
+        :func:`moireu.cli.paper.reference_view`) and the pipeline's digest. The code version is recorded,
+        not keyed."""
         run = str(self.out)
         cmd = [a.replace(run, "RUN") for a in args]
-        blob = json.dumps({"stage": name, "args": cmd, "config": self.cfg.to_dict(), "digest": self.digest},
+        conf = self.cfg.to_dict() if config is None else config
+        blob = json.dumps({"stage": name, "args": cmd, "config": conf, "digest": self.digest},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def done(self, name: str, marker: Path, args: list[str]) -> bool:
+    def done(self, name: str, marker: Path, args: list[str], config: dict | None = None) -> bool:
         """Whether the run directory holds the result of stage ``name`` (its marker), made with the stage's
         present key when the pipeline keeps results."""
-        return marker.exists() and (self.kept is None or self._made_with(name) == self.key(name, args))
+        return marker.exists() and (self.kept is None or self._made_with(name) == self.key(name, args, config))
 
-    def reusable(self, name: str, args: list[str], needs: tuple[str, ...] = ()) -> bool:
+    def reusable(self, name: str, args: list[str], needs: tuple[str, ...] = (), config: dict | None = None) -> bool:
         """Whether stage ``name`` would be restored from the kept results (with the files ``needs``,
         relative to the run directory, among them or already in the run directory)."""
-        if self.kept is None or self.kept.check(name, self.key(name, args)) is not None:
+        if self.kept is None or self.kept.check(name, self.key(name, args, config)) is not None:
             return False
         have = set(self.kept.entry(name)["files"])
         return all(r in have or (self.out / r).exists() for r in needs)
 
     def stage(self, name: str, marker: Path, args: list[str], force: bool = False, stdout_to: Path | None = None,
-              inputs: tuple[Path, ...] = (), keep: tuple[str, ...] = (), needs: tuple[str, ...] = ()) -> None:
+              inputs: tuple[Path, ...] = (), keep: tuple[str, ...] = (), needs: tuple[str, ...] = (),
+              config: dict | None = None) -> None:
         """Run ``moireu ARGS`` unless ``marker`` exists; stop the pipeline (same exit code) on failure.
 
         ``stdout_to``: keep the command's stdout (its ``--json`` document) in this file (atomically).
@@ -188,7 +192,8 @@ class Pipeline:
         newer than the marker (e.g. the analysis after a second model was trained).
         ``keep``: paths (relative to the run directory) kept as the stage's result when the pipeline
         keeps results; the stage is then restored from them instead of run when they are valid and hold
-        ``needs`` (files a later stage reads).
+        ``needs`` (files a later stage reads). ``config``: the view of the config the stage's key is made
+        of (default: the whole resolved config).
         """
         tag = self.tag
         stale = marker.exists() and any(not p.exists() or p.stat().st_mtime > marker.stat().st_mtime for p in inputs)
@@ -196,7 +201,7 @@ class Pipeline:
             info(f"[{tag}] {name}: inputs changed since {marker.name}, rerunning")
         entry: dict[str, Any] = {"stage": name, "command": "moireu " + " ".join(args)}
         kept = self.kept if keep else None
-        key = self.key(name, args) if kept is not None else ""
+        key = self.key(name, args, config) if kept is not None else ""
         # a marker counts only for the settings it was made with (recorded when the pipeline keeps results):
         # else the kept result stands in, or the stage runs again
         trusted = kept is None or self._made_with(name) == key
@@ -209,7 +214,7 @@ class Pipeline:
             return
         if kept is not None and not force and not stale:
             why = kept.check(name, key)
-            if why is None and self.reusable(name, args, needs):
+            if why is None and self.reusable(name, args, needs, config):
                 e = kept.entry(name)
                 kept.restore(name, self.out)
                 self._made_with(name, key)

@@ -7,6 +7,9 @@ writes a store with the same variables whose ``image`` is the reference image of
 PNG, grayscale, 256²). The sample's patch is placed at its stored crop origin and rotation
 (``scan_origin_x/y``, ``scan_rotation_deg``, or the older ``offset_x/y``, ``rotation_deg``), so
 both pipelines see the same atoms of the same HF states with the same labels: "same data".
+The config's ``dataset.paper_U_values`` and ``dataset.paper_n_offsets`` select the reference's grid
+(every held-out sample stays) and its acquisitions per (U, bias) (the draws ``v < n``, which do not
+depend on how many our networks get).
 
 Resumable: finished blocks of images are committed atomically to ``.<out name>.work/`` and
 skipped by a rerun; the store is written atomically at the end and the work folder removed.
@@ -120,6 +123,9 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
         u = np.round(np.asarray(ds["U"].values, float), sc.U_DECIMALS)
         keep = np.flatnonzero((split != "grid") | np.isin(u, np.round(np.asarray(grid_U, float), sc.U_DECIMALS)))
         ds = ds.isel(sample=keep)
+    n_ref = (cfg.get("dataset") or {}).get("paper_n_offsets")
+    if n_ref is not None:  # the reference's acquisitions per (U, bias): the first n_ref draws
+        ds = ds.isel(sample=np.flatnonzero(np.asarray(ds["variation"].values) < int(n_ref)))
     geo = sample_geometry(ds)
     if transform is None:
         transform = PaperTransform(patch_cells=int(cfg.get("stm", {}).get("patch_cells", 8)))
@@ -129,7 +135,7 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
     ldos = np.asarray(ds["ldos"].values, float)
     n = int(ds.sizes["sample"])
     work = out.with_name(f".{out.name}.work")
-    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict, "grid_U": grid_U}
+    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict, "grid_U": grid_U, "n_offsets": n_ref}
     mpath = work / "manifest.json"
     if work.exists() and (not mpath.exists() or json.loads(mpath.read_text()) != manifest):
         shutil.rmtree(work)  # another source or transform: nothing to reuse
