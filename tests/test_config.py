@@ -90,3 +90,43 @@ def test_config_directory_is_named_as_such(tmp_path):
         load_config("demo", config_file=tmp_path)
     with pytest.raises(InputError, match="does not exist"):
         load_config("demo", config_file=tmp_path / "nope.toml")
+
+
+def test_stage_options_have_one_home():
+    """The config sections take the defaults and choices of the stage options they configure: a shared field
+    has the stage's default, a choice field the owner's names, and the resolved training recipe repeats none."""
+    import dataclasses
+    import typing
+
+    from moireu.config import HFConfig, MeasurementConfig, STMConfig, TrainConfig
+    from moireu.hf.mixing import Mixer
+    from moireu.hf.scf import SCFOptions
+    from moireu.hf.system import BACKENDS
+    from moireu.hf.terms import INITS
+    from moireu.ml.augment import PROFILES
+    from moireu.ml.data import SPLIT_MODES
+    from moireu.ml.models import RECIPES
+    from moireu.ml.train import DEVICES, LOSSES, Recipe
+    from moireu.stm.ftldos import NORMALIZE
+    from moireu.stm.ldos import KINDS
+    from moireu.stm.measure import MeasurementSpec
+
+    for section, options in ((HFConfig, SCFOptions), (MeasurementConfig, MeasurementSpec)):
+        shared = set(section.model_fields) & {f.name for f in dataclasses.fields(options)}
+        assert len(shared) >= 8
+        for name in shared:
+            assert section.model_fields[name].default == getattr(options(), name), name
+    spec = MeasurementSpec()
+    stm = STMConfig()
+    assert stm.map_pixels == spec.pixels
+    lo, hi = spec.tip_height
+    assert (stm.tip_height - stm.measurement.tip_height_jitter, stm.tip_height + stm.measurement.tip_height_jitter) \
+        == pytest.approx((lo, hi))
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(Recipe))
+    choices = {(HFConfig, "init"): INITS, (HFConfig, "mixer"): Mixer.KINDS, (HFConfig, "backend"): BACKENDS,
+               (STMConfig, "broadening"): KINDS, (STMConfig, "normalize"): NORMALIZE,
+               (TrainConfig, "recipe"): RECIPES, (TrainConfig, "augment"): tuple(PROFILES),
+               (TrainConfig, "split"): SPLIT_MODES, (TrainConfig, "loss"): LOSSES, (TrainConfig, "device"): DEVICES}
+    for (section, name), owned in choices.items():
+        assert set(typing.get_args(section.model_fields[name].annotation)) == set(owned), name

@@ -19,6 +19,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moireu.constants import A_CC, D_INTERLAYER, EPS_DEFAULT, GATE_DISTANCE
+from moireu.hf.ground import CANDIDATES
+from moireu.hf.mixing import Mixer
+from moireu.hf.scf import SCFOptions
+from moireu.hf.system import BACKENDS
+from moireu.hf.terms import INITS
+from moireu.ml.augment import PROFILES
+from moireu.ml.data import SPLIT_MODES
+from moireu.ml.models import RECIPES, available_models
+from moireu.ml.train import DEVICES, LOSSES
+from moireu.stm.ftldos import NORMALIZE
+from moireu.stm.ldos import KINDS as LDOS_SHAPES
+from moireu.stm.measure import TIP_HEIGHT, TIP_HEIGHT_JITTER, MeasurementSpec
 from moireu.errors import InputError
 from moireu.provenance import provenance, write_json_atomic, write_text_atomic
 
@@ -58,6 +70,10 @@ class LatticeConfig(_Section):
         return v
 
 
+#: the stage options whose defaults the config sections take (one home per default)
+_SCF, _MS = SCFOptions(), MeasurementSpec()
+
+
 class HFConfig(_Section):
     """Hartree–Fock with on-site Hubbard U and gate-screened long-range Coulomb."""
 
@@ -69,19 +85,22 @@ class HFConfig(_Section):
     filling: float = Field(0.0, ge=-4.0, le=4.0, description="ν, electrons per moiré cell from neutrality")
     kT: float = Field(0.001, gt=0.0, description="temperature k_B T (eV)")
     kmesh: tuple[int, int] = Field((2, 2), description="Monkhorst–Pack mesh (time-reversal reduced)")
-    init: Literal["paramagnetic", "afm", "ferro", "random"] = Field("afm", description="initial moment pattern of "
-                                                                    "the solve (moireu.hf.terms.base.INITS)")
-    init_amplitude: float = Field(1.0, ge=0.0, le=1.0, description="initial moment per site (seed from above)")
-    mixer: Literal["anderson", "broyden", "linear"] = Field("anderson", description="density mixing of the "
-                                                            "self-consistency loop (moireu.hf.mixing)")
-    mixing_weight: float = Field(0.3, gt=0.0, le=1.0, description="mixing weight β: the step along the residual "
-                                 "(moireu.hf.mixing)")
-    mixing_history: int = Field(8, ge=1, description="stored differences of the Anderson/Broyden mixer")
-    tol: float = Field(1e-6, gt=0.0, description="density-matrix residual tolerance")
-    energy_tol: float = Field(1e-7, gt=0.0, description="total-energy change tolerance (eV)")
-    max_iter: int = Field(300, ge=1, description="self-consistency iterations at most")
-    backend: Literal["scipy", "torch"] = Field("scipy", description="eigensolver: scipy (LAPACK per k) or torch "
-                                               "(batched torch.linalg.eigh)")
+    # the solver's options: fields, defaults and choices of moireu.hf.scf.SCFOptions and the registries
+    init: Literal[INITS] = Field(_SCF.init, description="initial moment pattern of the solve "
+                                 "(moireu.hf.terms.base.INITS)")
+    init_amplitude: float = Field(_SCF.init_amplitude, ge=0.0, le=1.0, description="initial moment per site "
+                                  "(seed from above)")
+    mixer: Literal[Mixer.KINDS] = Field(_SCF.mixer, description="density mixing of the self-consistency loop "
+                                        "(moireu.hf.mixing)")
+    mixing_weight: float = Field(_SCF.mixing_weight, gt=0.0, le=1.0, description="mixing weight β: the step along "
+                                 "the residual (moireu.hf.mixing)")
+    mixing_history: int = Field(_SCF.mixing_history, ge=1, description="stored differences of the Anderson/Broyden "
+                                "mixer")
+    tol: float = Field(_SCF.tol, gt=0.0, description="density-matrix residual tolerance")
+    energy_tol: float = Field(_SCF.energy_tol, gt=0.0, description="total-energy change tolerance (eV)")
+    max_iter: int = Field(_SCF.max_iter, ge=1, description="self-consistency iterations at most")
+    backend: Literal[BACKENDS] = Field(BACKENDS[0], description="eigensolver: scipy (LAPACK per k) or torch "
+                                       "(batched torch.linalg.eigh)")
 
     _kmesh = field_validator("kmesh", mode="before")(lambda cls, v: _mesh(v))
 
@@ -103,21 +122,22 @@ class MeasurementConfig(_Section):
     Noise amplitudes are relative to the standard deviation of the clean map (SNR = 1/amplitude).
     """
 
-    pixel_size: tuple[float, float] = Field((0.40, 0.50), description="pixel size range (Å); the map is "
+    # fields, defaults and units of moireu.stm.measure.MeasurementSpec (the acquisition it draws from)
+    pixel_size: tuple[float, float] = Field(_MS.pixel_size, description="pixel size range (Å); the map is "
                                             "stm.map_pixels² pixels, so the field of view is pixels × size")
-    rotation_deg: tuple[float, float] = Field((0.0, 360.0), description="scan-frame rotation range (deg)")
-    tip_height_jitter: float = Field(0.2, ge=0.0, description="tip height = stm.tip_height ± this (Å)")
-    scale_error_max: float = Field(0.01, ge=0.0, lt=0.5, description="piezo calibration error per axis, "
+    rotation_deg: tuple[float, float] = Field(_MS.rotation_deg, description="scan-frame rotation range (deg)")
+    tip_height_jitter: float = Field(TIP_HEIGHT_JITTER, ge=0.0, description="tip height = stm.tip_height ± this (Å)")
+    scale_error_max: float = Field(_MS.scale_error_max, ge=0.0, lt=0.5, description="piezo calibration error per axis, "
                                    "uniform in ±this (relative)")
-    heterostrain: tuple[float, float] = Field((0.0, 0.001), description="uniaxial heterostrain range (relative)")
-    twist_delta_max_deg: float = Field(0.02, ge=0.0, description="twist-angle deviation, uniform in ±this (deg)")
-    drift_max: float = Field(0.5, ge=0.0, description="thermal drift over one frame, uniform magnitude in "
+    heterostrain: tuple[float, float] = Field(_MS.heterostrain, description="uniaxial heterostrain range (relative)")
+    twist_delta_max_deg: float = Field(_MS.twist_delta_max_deg, ge=0.0, description="twist-angle deviation, uniform in ±this (deg)")
+    drift_max: float = Field(_MS.drift_max, ge=0.0, description="thermal drift over one frame, uniform magnitude in "
                              "[0, this] (Å), random direction")
-    creep_max: float = Field(0.0, ge=0.0, description="piezo creep amplitude along the slow axis, uniform in "
+    creep_max: float = Field(_MS.creep_max, ge=0.0, description="piezo creep amplitude along the slow axis, uniform in "
                              "[0, this] (Å)")
-    noise_white: tuple[float, float] = Field((0.0, 0.05), description="white noise σ / map σ range")
-    noise_pink: tuple[float, float] = Field((0.0, 0.03), description="1/f (in scan time) noise σ / map σ range")
-    noise_lines: tuple[float, float] = Field((0.0, 0.03), description="scan-line offset σ / map σ range")
+    noise_white: tuple[float, float] = Field(_MS.noise_white, description="white noise σ / map σ range")
+    noise_pink: tuple[float, float] = Field(_MS.noise_pink, description="1/f (in scan time) noise σ / map σ range")
+    noise_lines: tuple[float, float] = Field(_MS.noise_lines, description="scan-line offset σ / map σ range")
     twist_tolerance_deg: float = Field(0.25, gt=0.0, description="maps whose measured twist differs from the "
                                        "trained one by more are flagged out of range")
     align: bool = Field(True, description="measure the lattice on each map and bring it to the training frame")
@@ -150,17 +170,17 @@ class STMConfig(_Section):
 
     biases: tuple[float, ...] = Field((0.0,), description="bias offsets from E_F (eV)")
     eta: float = Field(0.004, gt=0.0, description="LDOS broadening (eV)")
-    broadening: Literal["lorentzian", "gaussian"] = Field("lorentzian", description="LDOS line shape of width eta")
+    broadening: Literal[LDOS_SHAPES] = Field(LDOS_SHAPES[0], description="LDOS line shape of width eta")
     kmesh: tuple[int, int] = Field((4, 4), description="k-mesh for the LDOS (denser than the SCF mesh is fine)")
     patch_cells: int = Field(6, ge=1, description="patch of P×P moiré cells")
-    tip_height: float = Field(3.0, gt=0.0, description="nominal tip height above the top layer (Å)")
-    map_pixels: int = Field(256, ge=8, description="rendered real-space map size (pixels per side)")
+    tip_height: float = Field(TIP_HEIGHT, gt=0.0, description="nominal tip height above the top layer (Å)")
+    map_pixels: int = Field(_MS.pixels, ge=8, description="rendered real-space map size (pixels per side)")
     n_pixels: int = Field(256, ge=8, description="FT-LDOS image size N×N")
     window_scale: float = Field(1.1, gt=0.0, description="k window: scale × (2π/a, 4π/(√3 a))")
     subtract_mean: bool = Field(True, description="subtract the mean weight before the transform (removes the "
                                 "Bragg peaks of a uniform LDOS, leaving its modulation)")
     log_scale: bool = Field(False, description="image = log10 of the FT amplitude instead of the amplitude")
-    normalize: Literal["zscore", "minmax", "none"] = Field("zscore", description="per-image normalisation, "
+    normalize: Literal[NORMALIZE] = Field(NORMALIZE[0], description="per-image normalisation, "
                                                            "applied last")
     measurement: MeasurementConfig = MeasurementConfig()
 
@@ -234,7 +254,6 @@ class DatasetConfig(_Section):
     @classmethod
     def _ground(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         """Non-empty, distinct names of moireu.hf.ground.CANDIDATES."""
-        from moireu.hf.ground import CANDIDATES
 
         bad = [c for c in v if c not in CANDIDATES]
         if bad or not v or len(set(v)) != len(v):
@@ -266,7 +285,6 @@ class StatesConfig(_Section):
     @classmethod
     def _cold(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         """Non-empty, distinct names of moireu.hf.ground.CANDIDATES other than 'warm'."""
-        from moireu.hf.ground import CANDIDATES
 
         bad = [c for c in v if c not in CANDIDATES or c == "warm"]
         if bad or not v or len(set(v)) != len(v):
@@ -297,7 +315,7 @@ class TrainConfig(_Section):
     """Regressor training."""
 
     model: str = Field("cnn", description="a registered model variant (`moireu models`)")
-    recipe: Literal["ours", "paper"] = Field("ours", description="training settings: ours, or paper (the "
+    recipe: Literal[RECIPES] = Field(RECIPES[0], description="training settings: ours, or paper (the "
                                              "reference's, fixed: moireu.ml.train.resolve_recipe)")
     epochs: int = Field(40, ge=1, description="training epochs at most")
     batch_size: int = Field(32, ge=1, description="images per optimiser step")
@@ -306,24 +324,24 @@ class TrainConfig(_Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout probability of the regression head")
     patience: int = Field(10, ge=1, description="epochs without a better validation loss before early stopping")
     grad_clip: float = Field(1.0, gt=0.0, description="gradient-norm clip")
-    augment: Literal["clean", "mild", "symb", "noisy"] = Field("clean", description="training augmentation profile "
+    augment: Literal[tuple(PROFILES)] = Field("clean", description="training augmentation profile "
                                                                "(recipe ours; mild: robust to mild corruption, less accurate on clean data)")
     ensemble: int = Field(3, ge=1, description="deep-ensemble members")
     retrain_full: bool = Field(False, description="after early stopping, train a fresh network on train + "
                                "validation images for the best epoch count")
     input_size: int = Field(64, ge=0, description="resize images to this size for training (0 = as stored)")
-    split: Literal["variation", "paper"] = Field("variation", description="variation: train/val/cal/test by "
+    split: Literal[SPLIT_MODES] = Field(SPLIT_MODES[0], description="variation: train/val/cal/test by "
                                                  "variation group (leak-free); paper: random 60/20/20, seed 42")
     val_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for early stopping")
     cal_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the conformal "
                                 "interval and the out-of-distribution threshold")
     test_fraction: float = Field(0.15, gt=0.0, lt=0.5, description="fraction of variation ids for the test split")
     coverage: float = Field(0.9, gt=0.0, lt=1.0, description="nominal coverage of the conformal interval")
-    loss: Literal["mse", "huber", "l1"] = Field("huber", description="loss on standardised targets (recipe ours)")
+    loss: Literal[LOSSES] = Field("huber", description="loss on standardised targets (recipe ours)")
     width: int = Field(0, ge=0, description="base width (0 = recipe default: ours fc 256, cnn 8, resnet18 16; paper cnn 32, resnet18 64)")
     coord_channels: bool = Field(True, description="cnn: append pixel-coordinate input channels (recipe ours)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch default)")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where networks train: auto = CUDA when "
+    device: Literal[DEVICES] = Field(DEVICES[0], description="where networks train: auto = CUDA when "
                                                    "torch sees a GPU, else the CPU (recorded in train.json)")
     pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
     linear_skip: bool = Field(False, description="cnn: wide & deep linear read-out of the input pixels (off by default: "
@@ -345,10 +363,6 @@ class TrainConfig(_Section):
     @classmethod
     def _registered(cls, v: str) -> str:
         """A model variant of the registry (moireu.ml.models.available_models; `moireu models` lists them)."""
-        # the choices are the model registry's names (imported lazily: torch only when a config is validated
-        # with a model name the registry must check)
-        from moireu.ml.models import available_models
-
         if v not in available_models():
             raise ValueError(f"unknown model {v!r}; choose one of {available_models()}")
         return v
@@ -357,7 +371,7 @@ class TrainConfig(_Section):
 class AnalysisConfig(_Section):
     """Analyses and report."""
 
-    mode: Literal["ours", "paper"] = Field("ours", description="paper: the reference analysis (PCA of per-U mean "
+    mode: Literal[RECIPES] = Field(RECIPES[0], description="paper: the reference analysis (PCA of per-U mean "
                                            "images; baselines on high-passed z-scored images, PCA(3)+ridge/kernel "
                                            "ridge, 80/20 split seed 101)")
     pca_components: int = Field(3, ge=1, description="k of the eigen-images and of the PCA-trajectory crossover")

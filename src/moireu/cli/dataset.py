@@ -140,10 +140,9 @@ def paper_images_cmd(
     transform = None
     if grid != 1003:
         from moireu.data import open_store
+        from moireu.data.store import store_config
 
-        cfg = open_store(data).attrs.get("config")
-        cells = int(__import__("json").loads(cfg).get("stm", {}).get("patch_cells", 8)) if cfg else 8
-        transform = PaperTransform(grid=grid, patch_cells=cells)
+        transform = PaperTransform(grid=grid, patch_cells=store_config(open_store(data)).stm.patch_cells)
     rep = paper_store(data, out, transform, workers=workers, force=force,
                       progress=lambda d, n: info(f"paper images {d}/{n}"))
     info(f"wrote {rep['n_samples']} paper images ({rep['image_shape'][0]}²) to {out}")

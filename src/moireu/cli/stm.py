@@ -68,8 +68,8 @@ def stm_cmd(
     import xarray as xr
 
     from moireu.errors import InputError
-    from moireu.hf import CoulombParams, HFResult, HFSystem
-    from moireu.lattice import build_tbg
+    from moireu.hf import HFResult
+    from moireu.hf.driver import system_from_config
     from moireu.provenance import atomic_path, provenance, write_json_atomic
     from moireu.plot.stm import stm_figure
     from moireu.stm.simulate import parse_biases_mev, simulate_stm
@@ -86,11 +86,8 @@ def stm_cmd(
     biases = parse_biases_mev(bias) if bias is not None else list(cfg.stm.biases)
     out = prepare_run_dir(out, cfg, "stm.json", force=force,
                           extra={"hf_result": str(result)})
-    lat, hf = cfg.lattice, cfg.hf
-    model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance, cutoff=lat.cutoff)
-    system = HFSystem(model, kmesh=hf.kmesh, coulomb=CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
-                                                                    fock_range=hf.fock_range,
-                                                                    long_range=hf.long_range))
+    system = system_from_config(cfg)
+    lat, model = cfg.lattice, system.model
     system.check_compatible(res, what=f"HF result {str(result)!r}")
     st = cfg.stm
     info(f"STM: U={res.U} eV, ν={res.filling}, biases {[round(1e3 * b, 4) for b in biases]} meV, "

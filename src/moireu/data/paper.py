@@ -101,7 +101,8 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
     """
     import xarray as xr
 
-    from moireu.data.store import write_store
+    from moireu.config import MoireuConfig
+    from moireu.data.store import store_config, write_store
     from moireu.provenance import write_bytes_atomic
 
     src, out = Path(src), Path(out)
@@ -114,8 +115,8 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # stores are written without consolidated metadata
         ds = xr.open_zarr(src, consolidated=None)
-    cfg = json.loads(ds.attrs.get("config", "{}")) if isinstance(ds.attrs.get("config"), str) else {}
-    grid_U = (cfg.get("dataset") or {}).get("paper_U_values")
+    cfg = store_config(ds) if "config" in ds.attrs else MoireuConfig()
+    grid_U = cfg.dataset.paper_U_values
     if grid_U is not None:  # the reference's grid: its U values and every held-out sample
         from moireu.data import schema as sc
 
@@ -123,19 +124,20 @@ def paper_store(src: str | Path, out: str | Path, transform: PaperTransform | No
         u = np.round(np.asarray(ds["U"].values, float), sc.U_DECIMALS)
         keep = np.flatnonzero((split != "grid") | np.isin(u, np.round(np.asarray(grid_U, float), sc.U_DECIMALS)))
         ds = ds.isel(sample=keep)
-    n_ref = (cfg.get("dataset") or {}).get("paper_n_offsets")
+    n_ref = cfg.dataset.paper_n_offsets
     if n_ref is not None:  # the reference's acquisitions per (U, bias): the first n_ref draws
         ds = ds.isel(sample=np.flatnonzero(np.asarray(ds["variation"].values) < int(n_ref)))
     geo = sample_geometry(ds)
     if transform is None:
-        transform = PaperTransform(patch_cells=int(cfg.get("stm", {}).get("patch_cells", 8)))
+        transform = PaperTransform(patch_cells=cfg.stm.patch_cells)
     tdict = {k: v for k, v in transform.to_dict().items() if k in PaperTransform.__dataclass_fields__}
     xyz = np.asarray(ds["atom_xyz"].values, float)
     cell = np.asarray(ds["cell"].values, float)
     ldos = np.asarray(ds["ldos"].values, float)
     n = int(ds.sizes["sample"])
     work = out.with_name(f".{out.name}.work")
-    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict, "grid_U": grid_U, "n_offsets": n_ref}
+    manifest = {"src": str(src.resolve()), "n": n, "transform": tdict,
+                "grid_U": None if grid_U is None else list(grid_U), "n_offsets": n_ref}
     mpath = work / "manifest.json"
     if work.exists() and (not mpath.exists() or json.loads(mpath.read_text()) != manifest):
         shutil.rmtree(work)  # another source or transform: nothing to reuse

@@ -57,6 +57,9 @@ from moireu.hf.result import HFResult
 from moireu.hf.terms import INITS, Density, ExchangePairs, Fock, Hartree, Hubbard, Params, Potential, Term
 from moireu.lattice.bands import FD_CLIP, fermi_dirac, fermi_solve
 
+#: eigensolvers of the Bloch Hamiltonians: LAPACK per k point, or batched ``torch.linalg.eigh``
+BACKENDS = ("scipy", "torch")
+
 __all__ = ["HFSystem", "MeanFieldStep", "INITS"]
 
 _SMALL = 64  # below this size all k-points are diagonalised in one batched numpy call
@@ -110,8 +113,8 @@ class HFSystem:
 
         self.model = model
         self.coulomb = coulomb if coulomb is not None else CoulombParams()
-        if backend not in ("scipy", "torch"):
-            raise InputError(f"unknown eigensolver backend {backend!r}; allowed: scipy, torch")
+        if backend not in BACKENDS:
+            raise InputError(f"unknown eigensolver backend {backend!r}; allowed: {', '.join(BACKENDS)}")
         self.backend = backend
         if isinstance(kmesh, tuple) and len(kmesh) == 2 and isinstance(kmesh[0], np.ndarray):
             k, w = np.asarray(kmesh[0], float).reshape(-1, 2), np.asarray(kmesh[1], float).ravel()

@@ -71,6 +71,8 @@ class ModelSpec:
     summary: str = ""
 
 
+#: training recipes (moireu.ml.train.resolve_recipe): ours, or the reference's fixed settings
+RECIPES = ("ours", "paper")
 _REGISTRY: dict[str, ModelSpec] = {}
 # options one call site may pass to any model; dropped for models that do not take them
 _SHARED = ("image_size", "dropout")
@@ -101,8 +103,8 @@ def register_model(name: str | None = None, *, recipe: str = "ours", train: dict
         @register_model("cnn", width=8)
         class ConvNet(nn.Module): ...
     """
-    if recipe not in ("ours", "paper"):
-        raise InputError(f"recipe must be 'ours' or 'paper', got {recipe!r}")
+    if recipe not in RECIPES:
+        raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
 
     def deco(builder: Any) -> Any:
         key = name or builder.__name__

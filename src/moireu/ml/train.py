@@ -71,32 +71,34 @@ _RIDGE_AUG_COPIES = 4
 
 @dataclass(frozen=True)
 class Recipe:
-    """Every setting of one training run (resolved from :class:`moireu.config.TrainConfig`)."""
+    """Every setting of one training run, resolved from :class:`moireu.config.TrainConfig` by
+    :func:`resolve_recipe` (no defaults here: the config section is their one home, the paper recipe's
+    pinned values are in :func:`resolve_recipe`)."""
 
     name: str
     model: str
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    grad_clip: float = 1.0
-    loss: str = "mse"
-    per_image: str = "l2"
-    standardise_inputs: bool = False
-    standardise_targets: bool = False
-    clamp_min: float | None = 0.0
-    augment: str = "clean"
-    ensemble: int = 1
-    input_size: int = 0
-    retrain_full: bool = False
-    coverage: float = 0.9
-    skip_ridge_alpha: float = 0.0
-    schedule: str = "batch"
-    lr_min: float | None = None
-    split: str = "variation"  # a mode of moireu.ml.data.split_indices: variation (ours) or paper
-    pretrained_weights: str | None = None
+    model_kwargs: dict[str, Any]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    patience: int
+    grad_clip: float
+    loss: str
+    per_image: str
+    standardise_inputs: bool
+    standardise_targets: bool
+    clamp_min: float | None
+    augment: str
+    ensemble: int
+    input_size: int
+    retrain_full: bool
+    coverage: float
+    skip_ridge_alpha: float
+    schedule: str  # lr schedule: "batch" (ours) or "epoch" (cosine per epoch to lr_min: the reference)
+    lr_min: float | None
+    split: str  # a mode of moireu.ml.data.split_indices: variation (ours) or paper
+    pretrained_weights: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +127,8 @@ def resolve_recipe(tc: Any) -> Recipe:
                       weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="none",
                       standardise_inputs=True, standardise_targets=False, clamp_min=0.0, augment="clean",
                       ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage,
-                      schedule="epoch", lr_min=1e-6, split="paper", pretrained_weights=tc.pretrained_weights)
+                      skip_ridge_alpha=0.0, schedule="epoch", lr_min=1e-6, split="paper",
+                      pretrained_weights=tc.pretrained_weights)
     width = int(kw.get("width", spec.defaults.get("width", 0)))
     kw["dropout"] = tc.dropout
     skip_alpha = 0.0
@@ -141,7 +144,7 @@ def resolve_recipe(tc: Any) -> Recipe:
                   loss=tc.loss, per_image="zscore", standardise_inputs=True, standardise_targets=True,
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
                   retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha,
-                  split=tc.split, pretrained_weights=tc.pretrained_weights)
+                  schedule="batch", lr_min=None, split=tc.split, pretrained_weights=tc.pretrained_weights)
 
 
 def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6,
@@ -273,6 +276,10 @@ def save_torch_atomic(obj: Any, path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return write_bytes_atomic(path, buf.getvalue())
+
+
+#: regression losses (on standardised targets in recipe ours)
+LOSSES = ("mse", "huber", "l1")
 
 
 def _loss_fn(name: str) -> nn.Module:

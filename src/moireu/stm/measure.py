@@ -159,6 +159,10 @@ class ScanParams:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
 
 
+#: nominal tip height above the top layer (Å) and the half-width of its spread between acquisitions (Å)
+TIP_HEIGHT, TIP_HEIGHT_JITTER = 3.0, 0.2
+
+
 @dataclass(frozen=True)
 class MeasurementSpec:
     """Ranges of the acquisition parameters; :func:`draw_scan` draws one :class:`ScanParams` from them.
@@ -171,7 +175,7 @@ class MeasurementSpec:
     pixels: int = 256
     pixel_size: tuple[float, float] = (0.40, 0.50)
     rotation_deg: tuple[float, float] = (0.0, 360.0)
-    tip_height: tuple[float, float] = (2.8, 3.2)
+    tip_height: tuple[float, float] = (TIP_HEIGHT - TIP_HEIGHT_JITTER, TIP_HEIGHT + TIP_HEIGHT_JITTER)
     scale_error_max: float = 0.01
     heterostrain: tuple[float, float] = (0.0, 0.001)
     twist_delta_max_deg: float = 0.02

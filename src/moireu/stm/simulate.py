@@ -127,18 +127,14 @@ def u_comparison_figure(cfg: Any, U_values: Sequence[float] = (0.0, 6.0), path: 
 
     Returns per-U summaries (converged, iterations, max moment, image statistics).
     """
-    from moireu.hf import CoulombParams, HFSystem
-    from moireu.lattice import build_tbg
+    from moireu.hf.driver import solve_kwargs, system_from_config
     from moireu.plot.stm import comparison_figure
 
-    lat, hf = cfg.lattice, cfg.hf
-    model = build_tbg(index=lat.index, interlayer_distance=lat.interlayer_distance, cutoff=lat.cutoff)
-    system = HFSystem(model, kmesh=hf.kmesh, coulomb=CoulombParams(eps=hf.eps, gate_distance=hf.gate_distance,
-                                                                    fock_range=hf.fock_range, long_range=hf.long_range))
+    system = system_from_config(cfg)
+    lat, model = cfg.lattice, system.model
     panels, out = [], {}
     for U in U_values:
-        res = system.solve(U=float(U), filling=hf.filling, kT=hf.kT, init=hf.init, seed=cfg.seed, tol=hf.tol,
-                           max_iter=hf.max_iter, config=cfg.to_dict())
+        res = system.solve(**solve_kwargs(cfg, U=float(U)))
         sim = simulate_stm(system, res, cfg.stm, [bias], allow_unconverged=True, progress=progress,
                            extra_attrs={"seed": cfg.seed})
         label = f"U = {U:g} eV" + ("" if res.converged else " (unconverged)")
