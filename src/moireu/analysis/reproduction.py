@@ -164,7 +164,9 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
     L.append(f"- Setting: lattice index i = {lat.get('index', '?')}, {cfg.get('stm', {}).get('n_pixels', '?')}² "
              f"images, U grid {ds.get('U_values', '?')} eV (reference pipeline: "
              f"{ds.get('paper_U_values') or 'the same'}), {ds.get('heldout', '?')} held-out fractional U, "
-             f"biases {ds.get('biases', '?')} eV, preset `{cfg.get('preset', '?')}`.")
+             f"biases {ds.get('biases', '?')} eV, {ds.get('n_offsets', '?')} acquisitions per (U, bias) (reference "
+             f"pipeline: {ds.get('paper_n_offsets') or 'the same'}, the first of ours), preset "
+             f"`{cfg.get('preset', '?')}`.")
     L.append(f"- Stages recorded: {len(res['stages'])}: {len(ran)} run in the last invocation, {len(reused)} "
              "restored from the kept results (made earlier, see the table below), the rest done already or not "
              "needed.")

@@ -491,53 +491,19 @@ def fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int = 0
 def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, state_path: str | Path | None,
                   resume: bool, progress: bool, callback: Callable[[dict], None] | None,
                   meta: dict[str, Any] | None, dev: torch.device) -> tuple[RunModel, dict[str, Any]]:
-    prep = Preprocess(train.image_shape, recipe.input_size, recipe.per_image)
-    xtr = prep.resize(torch.from_numpy(train.images))
-    xva = prep.resize(torch.from_numpy(val.images))
-    if recipe.standardise_inputs:
-        prep.fit(xtr)
-    y_mean = float(train.U.mean()) if recipe.standardise_targets else 0.0
-    y_std = float(train.U.std()) if recipe.standardise_targets else 1.0
-    if y_std <= 0:
-        y_std = 1.0
-    ytr = torch.from_numpy((train.U - y_mean) / y_std).float()
-    yva = torch.from_numpy((val.U - y_mean) / y_std).float()
+    """Train the ``recipe.ensemble`` members one after the other (member ``k`` seeded ``seed + 1000 k``),
+    each early-stopped on ``val`` and optionally retrained on train + val for its best epoch count; the
+    state after every epoch goes to ``state_path`` so that an interrupted run resumes where it stopped."""
+    prep, (xtr, ytr), (xva, yva), y_mean, y_std = _tensors(train, val, recipe)
     signature = {"recipe": recipe.to_dict(), "seed": seed, "n_train": int(xtr.shape[0]),
                  "n_val": int(xva.shape[0]), "meta": meta or {}}
-
-    finished: list[dict[str, torch.Tensor]] = []
-    val_preds: list[list[float]] = []
-    member_info: list[dict[str, Any]] = []
-    resume_blob: dict[str, Any] | None = None
     state_path = Path(state_path) if state_path is not None else None
-    if state_path is not None and resume and state_path.exists():
-        try:
-            blob = torch.load(state_path, map_location="cpu", weights_only=False)
-        except Exception as exc:
-            raise InputError(f"cannot resume: {str(state_path)!r} is unreadable ({type(exc).__name__}: {exc}); "
-                             "delete it or rerun with --force") from None
-        if blob.get("signature") != signature:
-            raise InputError(f"cannot resume from {str(state_path)!r}: it was written by a run with other "
-                             "settings or data; rerun with --force to start afresh")
-        finished, val_preds, member_info = blob["finished"], blob["val_preds"], blob["member_info"]
-        resume_blob = blob.get("current")
+    finished, val_preds, member_info, resume_blob = [], [], [], None
+    if resume:
+        finished, val_preds, member_info, resume_blob = _resume_state(state_path, signature)
 
     t_start = time.perf_counter()
-    skip_init = None
-    skip_alpha, skip_table = 0.0, []
-    if recipe.skip_ridge_alpha > 0:
-        with torch.no_grad():
-            clean = prep.normalise(xtr)
-            noise_var = None
-            if recipe.augment != "clean":
-                # the frozen read-out is made blind to what the corruptions change: their per-pixel
-                # variance, estimated from _RIDGE_AUG_COPIES corrupted copies, enters as a penalty
-                g = torch.Generator().manual_seed(seed + 7919)
-                noise_var = torch.stack([(prep.normalise(apply_augment(xtr, recipe.augment, g)) - clean)
-                                         .pow(2).mean(0).flatten() for _ in range(_RIDGE_AUG_COPIES)]).mean(0)
-            skip_alpha, skip_table = select_ridge_alpha(clean, ytr, prep.normalise(xva), yva, recipe.skip_ridge_alpha,
-                                                        noise_var=noise_var)
-            skip_init = ridge_readout(clean, ytr, skip_alpha, noise_var=noise_var)
+    skip_alpha, skip_table, skip_init = _skip_readout(prep, xtr, ytr, xva, yva, recipe, seed)
     for k in range(len(finished), recipe.ensemble):
         mseed = seed + 1000 * k
         torch.manual_seed(mseed)
@@ -614,19 +580,76 @@ def _fit_ensemble(train: StoreData, val: StoreData, recipe: Recipe, seed: int, s
             save_torch_atomic({"signature": signature, "finished": finished, "val_preds": val_preds,
                                "member_info": member_info, "current": None}, state_path)
 
-    members = []
-    for sd in finished:
-        m = _build(recipe, prep.out_shape)
-        m.load_state_dict(sd)
-        m.eval()
-        members.append(m)
-    run = RunModel(prep, members, y_mean, y_std, recipe.clamp_min)
+    run = RunModel(prep, _members(recipe, prep, finished), y_mean, y_std, recipe.clamp_min)
     mu = np.asarray(val_preds).mean(0)
     info = {"members": member_info, "train_seconds": time.perf_counter() - t_start,
             "target": {"mean": y_mean, "std": y_std},
             "val_mae": float(np.abs(mu - val.U).mean()), "n_train": int(xtr.shape[0]), "n_val": int(xva.shape[0]),
             "skip_ridge": {"alpha": skip_alpha, "selection": skip_table}}
     return run, info
+
+
+def _tensors(train: StoreData, val: StoreData, recipe: Recipe) -> tuple[Preprocess, tuple, tuple, float, float]:
+    """The fitted input preprocessing, (images, standardised U) of train and val, and the target scale."""
+    prep = Preprocess(train.image_shape, recipe.input_size, recipe.per_image)
+    xtr = prep.resize(torch.from_numpy(train.images))
+    xva = prep.resize(torch.from_numpy(val.images))
+    if recipe.standardise_inputs:
+        prep.fit(xtr)
+    y_mean = float(train.U.mean()) if recipe.standardise_targets else 0.0
+    y_std = float(train.U.std()) if recipe.standardise_targets else 1.0
+    if y_std <= 0:
+        y_std = 1.0
+    ytr = torch.from_numpy((train.U - y_mean) / y_std).float()
+    yva = torch.from_numpy((val.U - y_mean) / y_std).float()
+    return prep, (xtr, ytr), (xva, yva), y_mean, y_std
+
+
+def _resume_state(state_path: Path | None, signature: dict[str, Any]) -> tuple[list, list, list, dict | None]:
+    """Finished members, their validation predictions and records, and the interrupted member's state from
+    ``state_path`` (nothing when it does not exist); refused when written by other settings or data."""
+    if state_path is None or not state_path.exists():
+        return [], [], [], None
+    try:
+        blob = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(f"cannot resume: {str(state_path)!r} is unreadable ({type(exc).__name__}: {exc}); "
+                         "delete it or rerun with --force") from None
+    if blob.get("signature") != signature:
+        raise InputError(f"cannot resume from {str(state_path)!r}: it was written by a run with other "
+                         "settings or data; rerun with --force to start afresh")
+    return blob["finished"], blob["val_preds"], blob["member_info"], blob.get("current")
+
+
+def _skip_readout(prep: Preprocess, xtr: torch.Tensor, ytr: torch.Tensor, xva: torch.Tensor, yva: torch.Tensor,
+                  recipe: Recipe, seed: int) -> tuple[float, list, Any]:
+    """The frozen ridge read-out of the cnn's linear skip (``recipe.skip_ridge_alpha > 0``): the α chosen on
+    val, the selection table and the initial weights (:func:`ridge_readout`); none otherwise."""
+    if recipe.skip_ridge_alpha <= 0:
+        return 0.0, [], None
+    with torch.no_grad():
+        clean = prep.normalise(xtr)
+        noise_var = None
+        if recipe.augment != "clean":
+            # the frozen read-out is made blind to what the corruptions change: their per-pixel
+            # variance, estimated from _RIDGE_AUG_COPIES corrupted copies, enters as a penalty
+            g = torch.Generator().manual_seed(seed + 7919)
+            noise_var = torch.stack([(prep.normalise(apply_augment(xtr, recipe.augment, g)) - clean)
+                                     .pow(2).mean(0).flatten() for _ in range(_RIDGE_AUG_COPIES)]).mean(0)
+        alpha, table = select_ridge_alpha(clean, ytr, prep.normalise(xva), yva, recipe.skip_ridge_alpha,
+                                          noise_var=noise_var)
+        return alpha, table, ridge_readout(clean, ytr, alpha, noise_var=noise_var)
+
+
+def _members(recipe: Recipe, prep: Preprocess, states: list[dict[str, torch.Tensor]]) -> list[nn.Module]:
+    """The trained members from their state dicts, in evaluation mode."""
+    members = []
+    for sd in states:
+        m = _build(recipe, prep.out_shape)
+        m.load_state_dict(sd)
+        m.eval()
+        members.append(m)
+    return members
 
 
 def calibrate_run(run: RunModel, train: StoreData, val: StoreData, cal: StoreData, coverage: float,
