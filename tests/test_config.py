@@ -130,3 +130,11 @@ def test_stage_options_have_one_home():
                (TrainConfig, "split"): SPLIT_MODES, (TrainConfig, "loss"): LOSSES, (TrainConfig, "device"): DEVICES}
     for (section, name), owned in choices.items():
         assert set(typing.get_args(section.model_fields[name].annotation)) == set(owned), name
+    # every recipe name has its builder, every split mode its function
+    from moireu.analysis.run import MODES
+    from moireu.config import AnalysisConfig
+    from moireu.ml.data import SPLITS
+    from moireu.ml.train import _RECIPE_BUILDERS
+
+    assert tuple(_RECIPE_BUILDERS) == RECIPES and tuple(SPLITS) == SPLIT_MODES
+    assert set(typing.get_args(AnalysisConfig.model_fields["mode"].annotation)) == set(MODES)

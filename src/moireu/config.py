@@ -221,10 +221,9 @@ class DatasetConfig(_Section):
                                           "measured, docs/results-demo.md 'One state per U')")
     sweep: bool = Field(False, description="after the solves, sweep the points of each filling up and down in U, "
                         "re-solving each from its neighbour's state and keeping the lower: a state found at one U "
-                        "reaches every U of the store where it is lowest (moireu.data.build.sweep_task). Off by "
-                        "default: the states then depend on the store's set of U (measured on the demo preset: a "
-                        "dense store's sweeps reach a state 4-14 meV lower at 0.25-3.25 eV that a sparse store "
-                        "never finds; docs/results-demo.md 'Sweeps in U')")
+                        "reaches every U of the store where it is lowest (moireu.data.jobs.sweep_task). Off by "
+                        "default: the states then depend on the store's set of U (docs/results-demo.md 'Sweeps in U'; the "
+                        "shipped states' ladder sweeps are the way to the lowest state: moireu states)")
 
     @field_validator("U_values")
     @classmethod
@@ -345,8 +344,7 @@ class TrainConfig(_Section):
                                                    "torch sees a GPU, else the CPU (recorded in train.json)")
     pool_grid: int = Field(1, ge=1, le=8, description="cnn: final average pool to g×g cells (1 = global; recipe ours)")
     linear_skip: bool = Field(False, description="cnn: wide & deep linear read-out of the input pixels (off by default: "
-                              "on the dense-U demo store the frozen ridge read-out made the cnn worse, held-out MAE "
-                              "0.183 vs 0.114 eV without it)")
+                              "on the demo store it made the cnn worse, docs/results-demo.md)")
     skip_ridge_alpha: float = Field(0.1, ge=0.0, description="cnn linear skip: closed-form ridge read-out on "
                                     "per-pixel standardised inputs, frozen; α chosen on the validation split from "
                                     "this value × 10^0…6 (0 = learned from zero)")

@@ -5,7 +5,8 @@ stages use (``add_task``, ``update``, ``advance``, ``start``, ``stop``, context 
 it is a rich progress bar; otherwise (output redirected to a log, a batch job) it is
 :class:`LogProgress`, which writes one line ``[label] description n/total, elapsed mm:ss, ETA mm:ss``
 whenever the description changes, a task finishes, or ``every`` seconds have passed — so a log shows
-what a 30-minute ``bands`` or ``analyze`` is doing.
+what a 30-minute ``bands`` or ``analyze`` is doing. :class:`BuildProgress` counts the two kinds of task of a
+dataset build (HF solves and images, with failures) the same way.
 """
 
 from __future__ import annotations
@@ -104,3 +105,77 @@ def track(items: Iterable[T], label: str, description: str = "", *, total: int |
         for x in items:
             yield x
             bar.advance(task)
+
+
+class BuildProgress:
+    """Progress of a dataset build on stderr: two rich bars (solves, images) with counts and ETA on a
+    terminal; one line per finished task (counts, failures, elapsed, ETA) otherwise (log files, batch
+    jobs). The ETA weighs an image as 1/50 of a solve."""
+
+    def __init__(self, n_solves: int, n_images: int, enabled: bool = True, label: str = "HF solves") -> None:
+        self.enabled = enabled
+        self.label = label
+        self.n_solves, self.n_images = n_solves, n_images
+        self.done_s = self.done_i = 0
+        self.failed_s = self.failed_i = 0
+        self.t0 = time.perf_counter()
+        self._p = None
+        self._console = None
+        if enabled:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+            if self._console.is_terminal:
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                           TimeElapsedColumn, TimeRemainingColumn)
+
+                self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                                   console=self._console, transient=False)
+                self._ts = self._p.add_task(label, total=n_solves)
+                if n_images:
+                    self._ti = self._p.add_task("images   ", total=n_images)
+
+    def __enter__(self) -> "BuildProgress":
+        if self._p is not None:
+            self._p.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+    def _line(self, msg: str) -> None:
+        el = time.perf_counter() - self.t0
+        total = self.n_solves + self.n_images / 50.0  # images are ~50× cheaper than a solve
+        done = self.done_s + self.done_i / 50.0
+        eta = el * (total - done) / done if done > 0 else float("nan")
+        fs = f" ({self.failed_s} failed)" if self.failed_s else ""
+        fi = f" ({self.failed_i} failed)" if self.failed_i else ""
+        what = "solves" if self.label == "HF solves" else self.label
+        print(f"[{what} {self.done_s}/{self.n_solves}{fs}, images {self.done_i}/{self.n_images}{fi}] "
+              f"elapsed {_mmss(el)}, ETA {_mmss(eta)}  {msg}", file=sys.stderr, flush=True)
+
+    def _emit(self, msg: str, warn: bool) -> None:
+        if self._p is not None:
+            if warn:
+                self._p.console.print(f"[yellow]{msg}[/yellow]")
+        elif self.enabled:
+            self._line(msg)
+        elif warn:
+            print(msg, file=sys.stderr, flush=True)
+
+    def solve_done(self, msg: str, warn: bool, failed: bool = False) -> None:
+        self.done_s += 1
+        self.failed_s += failed
+        if self._p is not None:
+            self._p.advance(self._ts)
+        self._emit(msg, warn)
+
+    def images_done(self, n: int, msg: str, warn: bool, failed: bool = False) -> None:
+        """``n`` images finished — rendered, or (``failed``) given up: counted apart, never as done."""
+        self.done_i += n
+        self.failed_i += n if failed else 0
+        if self._p is not None:
+            self._p.advance(self._ti, n)
+        self._emit(msg, warn)

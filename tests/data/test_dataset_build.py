@@ -240,7 +240,7 @@ def test_refinement_adds_grid_points_and_resumes(tmp_path):
 def test_chain_points_get_the_two_previous_converged_results(tmp_path):
     """A solve inside a chain is handed both earlier converged results (oldest first), so the HF
     start is their extrapolation in U; an unconverged predecessor breaks the chain."""
-    from moireu.data.build import solve_task
+    from moireu.data.jobs import solve_task
     from moireu.data.plan import SolvePoint
     from moireu.data.store import data_fingerprint
     from moireu.data.workdir import WorkDir

@@ -20,7 +20,8 @@ from dataset_fakes import WARM, FakeBackend, calls
 from moireu.config import load_config
 from moireu.data import BuildError, build_dataset, open_store
 from moireu.data import schema as sc
-from moireu.data.build import exclusive, render_task, solve_task
+from moireu.data.build import exclusive
+from moireu.data.jobs import render_task, solve_task
 from moireu.data.plan import SolvePoint
 from moireu.data.store import data_fingerprint
 from moireu.data.workdir import WorkDir, work_dir_for
@@ -387,9 +388,9 @@ def test_atomic_writes_respect_the_umask(tmp_path):
 
 
 def test_progress_counts_failed_renders_as_failed(capsys):
-    from moireu.data.build import _Progress
+    from moireu.progress import BuildProgress
 
-    bar = _Progress(2, 8, enabled=True)
+    bar = BuildProgress(2, 8, enabled=True)
     with bar:
         bar.images_done(4, "render x: failed", True, failed=True)
         bar.images_done(4, "render y: ok", False)

@@ -61,8 +61,8 @@ def model_split(models: list[LoadedModel], data: AnalysisData) -> dict[str, np.n
         if isinstance(sp, dict) and all(k in sp for k in ("train", "val", "test")):
             # the ML stage's parts (train/val/cal/test by variation group; cal absent in older runs)
             idx = {k: np.asarray(sp[k], int) for k in ("train", "val", "cal", "test") if k in sp}
-            if sp.get("mode") == "paper":
-                idx.pop("cal", None)  # the paper split calibrates on its validation part
+            if "cal" in idx and np.array_equal(idx["cal"], idx["val"]):
+                idx.pop("cal")  # a split that calibrates on its validation part (the reference's)
             if max(int(v.max(initial=-1)) for v in idx.values()) < data.n:
                 return idx | {"heldout": np.flatnonzero(data.heldout)}
     return None
@@ -118,6 +118,39 @@ def _grid_spacing(data: AnalysisData) -> float:
     """Median spacing (eV) of the training U grid: the resolution any U_c located from it has."""
     vals, _ = unique_u(data.U[data.grid] if data.grid.any() else data.U)
     return float(np.median(np.diff(vals))) if vals.size > 1 else 0.0
+
+
+def _ours_baselines(data: AnalysisData, cfg: AnalysisConfig, seed: int, idx: dict[str, np.ndarray]
+                    ) -> tuple[list, dict[str, int]]:
+    idx = {k: np.asarray(v, int) for k, v in idx.items() if len(v)}
+    bl = fit_baselines(data.images, data.U, idx, cfg.baseline_components, cfg.ridge_alpha, cfg.kernel_ridge, seed)
+    return bl, {k: int(len(v)) for k, v in idx.items()}
+
+
+def _paper_baselines(data: AnalysisData, cfg: AnalysisConfig, seed: int, idx: dict[str, np.ndarray]
+                     ) -> tuple[list, dict[str, int]]:
+    grid, held = np.flatnonzero(data.grid), np.flatnonzero(data.heldout)
+    bl = paper_baselines(data.images[grid], data.U[grid], data.images[held], data.U[held])
+    return bl, {"train": bl[0].params["n_train"], "test": bl[0].metrics["test"]["n"], "heldout": int(len(held))}
+
+
+@dataclass(frozen=True)
+class AnalysisMode:
+    """One variant of the analysis (``analysis.mode``): what its PCA is fitted on and which baselines run.
+
+    ``pca(images, U, n_components, seed)`` returns the fit; ``baselines(data, cfg, seed, split)`` the fitted
+    baselines and the sizes of the split they used."""
+
+    pca_fitted_on: str
+    pca: Callable[..., Any]
+    baselines: Callable[..., tuple[list, dict[str, int]]]
+
+
+#: the analysis modes (names: moireu.ml.models.RECIPES): ours, and the reference's PCA of the per-U mean
+#: images with its baselines on high-passed z-scored images (:mod:`moireu.analysis.paper`)
+MODES = {"ours": AnalysisMode("every image", lambda im, U, n, seed: fit_pca(im, n, seed=seed), _ours_baselines),
+         "paper": AnalysisMode("per-U mean images", lambda im, U, n, seed: paper_pca(im, U, n, seed=seed)[0],
+                               _paper_baselines)}
 
 
 def analyze(data: AnalysisData | str | Path, out: str | Path, models: list[LoadedModel] | None = None,
@@ -199,14 +232,12 @@ def _pca(data: AnalysisData, cfg: AnalysisConfig, seed: int, out: Path, res: dic
     """PCA of the images (paper mode: of the per-U mean images), projections and pixel variance per U;
     returns the fit and the number ``k`` of components the crossover uses."""
     figs = res["figures"]
-    if cfg.mode == "paper":
-        pca, _ = paper_pca(data.images, data.U, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
-    else:
-        pca = fit_pca(data.images, max(cfg.pca_max_components, cfg.pca_components), seed=seed)
+    mode = MODES[cfg.mode]
+    pca = mode.pca(data.images, data.U, max(cfg.pca_max_components, cfg.pca_components), seed)
     k = min(cfg.pca_components, len(pca.components))
     stats = projections_vs_u(pca.projections[:, :k], data.U)
     vu, vmaps = variance_maps(data.images, data.U)
-    res["pca"] = {"fitted_on": "per-U mean images" if cfg.mode == "paper" else "every image",
+    res["pca"] = {"fitted_on": mode.pca_fitted_on,
                   "explained_variance_ratio": pca.explained_variance_ratio.tolist(),
                   "first3_percent": (100 * pca.explained_variance_ratio[:3]).tolist(),
                   "projections_vs_U": {"U": stats["U"].tolist(), "mean": stats["mean"].tolist(),
@@ -229,18 +260,9 @@ def _baselines(data: AnalysisData, cfg: AnalysisConfig, seed: int, idx: dict[str
                res: dict[str, Any]) -> None:
     """The non-network baselines (PCA(k) + ridge / kernel ridge; paper mode: the reference's) and their
     parity figures, on the split ``idx`` (paper mode: its own 80/20 split of the grid)."""
-    if cfg.mode == "paper":
-        grid, held = np.flatnonzero(data.grid), np.flatnonzero(data.heldout)
-        bl = paper_baselines(data.images[grid], data.U[grid], data.images[held], data.U[held])
-        res["baselines"] = [b.to_dict() for b in bl]
-        res["split_sizes"] = {"train": bl[0].params["n_train"], "test": bl[0].metrics["test"]["n"],
-                              "heldout": int(len(held))}
-    else:
-        idx = {k2: np.asarray(v, int) for k2, v in idx.items() if len(v)}
-        bl = fit_baselines(data.images, data.U, idx, cfg.baseline_components, cfg.ridge_alpha,
-                           cfg.kernel_ridge, seed)
-        res["baselines"] = [b.to_dict() for b in bl]
-        res["split_sizes"] = {k2: int(len(v)) for k2, v in idx.items()}
+    bl, sizes = MODES[cfg.mode].baselines(data, cfg, seed, idx)
+    res["baselines"] = [b.to_dict() for b in bl]
+    res["split_sizes"] = sizes
     for b in bl:
         slug = b.name.lower().replace("(", "").replace(")", "").replace("+", "_").replace(" ", "_")
         res["figures"][f"parity_{slug}"] = F.parity_figure(

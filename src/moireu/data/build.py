@@ -8,17 +8,18 @@ Flow of :func:`build_dataset` (under the store's build lock, :func:`moireu.data.
 3. skip every point whose solve/images are already committed (in the work directory of an
    interrupted run, or in the existing store), connect to the cluster, wait for a worker, submit
    the rest: ``solve(U_k)`` depends on ``solve(U_{k-1})`` of its chain, ``render(U_k)`` on
-   ``solve(U_k)``; every task commits its output atomically to the work directory
+   ``solve(U_k)``; every task (:mod:`moireu.data.jobs`) commits its output atomically to the work directory
    (:mod:`moireu.data.workdir`), stamped with the build token and data fingerprint, and never raises;
    with ``dataset.sweep`` the renders wait: once every point is solved, each filling's points are
-   swept up and down in U (:func:`sweep_task`, the two sweeps run side by side) and each point keeps
-   the lowest of its own state and the states the sweeps carried in (:func:`_settle`), then renders;
+   swept up and down in U (:func:`moireu.data.jobs.sweep_task`, the two sweeps run side by side) and
+   each point keeps the lowest of its own state and the states the sweeps carried in
+   (:func:`moireu.data.consolidate.settle`), then renders;
 4. a failed or unconverged solve is retried once with another mixer
    (:func:`moireu.data.tasks.retry_overrides`) — an I/O error (``OSError``: disk full, lost file
    system) is not a convergence problem and is reported as it is, without a retry; what still
    fails is reported, flagged in the store (``hf_converged = False``, or listed in
    ``attrs["failures"]`` when no result exists) and makes the build's :attr:`BuildReport.ok` false;
-5. consolidate everything into ONE Zarr store, written to a temporary sibling, read back and
+5. consolidate everything into ONE Zarr store (:func:`moireu.data.consolidate.consolidate`), written to a temporary sibling, read back and
    verified, then renamed into place; the work directory is removed once the store holds every
    planned point. Losing the scheduler (or Ctrl-C) stops the build before step 5: nothing is
    published, the committed points stay for the rerun.
@@ -27,243 +28,33 @@ Flow of :func:`build_dataset` (under the store's build lock, :func:`moireu.data.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-import numpy as np
 
 from moireu.config import MoireuConfig
 from moireu.data import schema as sc
 from moireu.data import store as st
 from moireu.data.cluster import BuildError, check_scheduler_address, dask_client, n_workers_of
-from moireu.data.plan import (REFINE_KEYS, ImageSpec, Plan, SolvePoint, build_chains, heldout_values, make_plan,
+from moireu.data.consolidate import consolidate, own_energy, settle
+from moireu.data.jobs import point_info, render_task, solve_task, sweep_task
+from moireu.data.plan import (REFINE_KEYS, Plan, SolvePoint, build_chains, heldout_values, make_plan,
                               refinement_values)
-from moireu.data.tasks import SUMMARY_KEYS, Backend, PhysicsBackend, replace_path, retry_overrides
+from moireu.data.tasks import Backend, PhysicsBackend
 from moireu.data.workdir import StaleTask, WorkDir, new_token, read_manifest, work_dir_for
 from moireu.errors import InputError
-from moireu.hf.ground import is_lower
-from moireu.provenance import provenance
+from moireu.progress import BuildProgress
 
 log = logging.getLogger(__name__)
 
-
-# ------------------------------------------------------------------------------------------------
-# tasks (run on dask workers; they never raise: a failure is a returned status)
-
-
-def _local_io(task: Any) -> Any:
-    """Run a worker task with dask's synchronous scheduler as the default.
-
-    xarray picks its file lock from the active dask scheduler: inside a worker that is the cluster,
-    so a NetCDF write would hold a *distributed* lock (and open a worker client for it). A task
-    interrupted mid-write (Ctrl-C, a lost scheduler) then leaves a file manager whose ``__del__``
-    tries to release that lock over a closed connection and prints a traceback at exit. The task's
-    I/O is local to one file, so a process-local lock is the right one.
-    """
-
-    @functools.wraps(task)
-    def run(*args: Any, **kw: Any) -> Any:
-        import dask
-
-        with dask.config.set(scheduler="synchronous"):
-            return task(*args, **kw)
-
-    return run
-
-
-def _point_info(point: SolvePoint) -> dict[str, Any]:
-    return {"key": point.key, "split": point.split, "U": point.U, "filling": point.filling}
-
-
-@_local_io
-def solve_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
-               warm_point: SolvePoint | None, _after: Any = None,
-               warm_prior: SolvePoint | None = None) -> dict[str, Any]:
-    """Solve ``point`` (warm-starting from ``warm_point`` when it converged), commit, return the record.
-
-    ``warm_prior`` is the point before ``warm_point`` in the chain: when both converged, the backend
-    gets both result files (in chain order) and the solve starts from their linear extrapolation in U
-    (:func:`moireu.hf.scf.run_scf`) instead of from ``warm_point`` alone.
-    ``_after`` is the predecessor's future: it only orders the chain. Returns a record with
-    ``status`` ∈ {ok, unconverged, failed, stale} (failed: no result at all; stale: the work
-    directory belongs to another build now — nothing was written).
-    """
-    wd = WorkDir(root, token, fingerprint)
-    if not wd.owned():
-        return _point_info(point) | {"stage": "solve", "status": "stale"}
-    done = wd.solve_record(point)
-    if done is not None:
-        return done | {"skipped": True}
-    warm: list[Path] = []  # converged chain predecessors, oldest first (at most two)
-    for wp in (warm_prior, warm_point):
-        prev = wd.solve_record(wp) if wp is not None else None
-        if prev is not None and prev.get("converged") and wd.result_path(wp).exists():
-            warm.append(wd.result_path(wp))
-        else:
-            warm = []  # an unconverged (or missing) point breaks the chain: nothing before it is used
-    tries: list[tuple[dict[str, Any], list[Path] | None]] = [({}, warm or None)]
-    if cfg.dataset.retry:
-        tries.append((retry_overrides(cfg), None))
-    attempts: list[dict[str, Any]] = []
-    best: tuple[int, dict[str, Any]] | None = None
-    io_error = False
-    for i, (over, w) in enumerate(tries):
-        info: dict[str, Any] = {"attempt": i, "hf_overrides": over,
-                                "warm_start": None if not w else w[-1].name,
-                                "warm_chain": None if not w else [x.name for x in w]}
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            wd.check_owned()
-            summ = backend.solve(cfg, point, w, over, wd.result_path(point, i))
-            info |= {"converged": bool(summ["converged"]), "iterations": int(summ["iterations"])}
-            best = (i, summ)
-        except StaleTask:
-            return _point_info(point) | {"stage": "solve", "status": "stale"}
-        except OSError as exc:  # disk full, lost file system: not a convergence problem — no retry
-            info |= {"error": f"I/O error ({type(exc).__name__}): {exc}"}
-            io_error = True
-        except Exception as exc:  # noqa: BLE001 - reported, retried, never silent
-            info |= {"error": f"{type(exc).__name__}: {exc}"}
-        info["seconds"] = time.perf_counter() - t0
-        info["cpu_seconds"] = time.process_time() - c0  # of this worker process (all its threads)
-        attempts.append(info)
-        if io_error or (best is not None and best[0] == i and best[1]["converged"]):
-            break
-    try:
-        if best is None or io_error:
-            fail = _point_info(point) | {"stage": "solve", "status": "failed", "attempts": attempts,
-                                         "error": attempts[-1].get("error"), "io_error": io_error}
-            wd.record_failure(point, "solve", fail)
-            return fail
-        i, summ = best
-        wd.check_owned()
-        replace_path(wd.result_path(point, i), wd.result_path(point))
-        for j in range(len(tries)):
-            _remove(wd.result_path(point, j))
-        record = {k: _plain(v) for k, v in summ.items()} | _point_info(point) | {
-            "status": "ok" if summ["converged"] else "unconverged", "attempts": attempts,
-            "retried": len(attempts) > 1}
-        wd.commit_solve(point, record)
-    except StaleTask:
-        return _point_info(point) | {"stage": "solve", "status": "stale"}
-    except OSError as exc:
-        return _point_info(point) | {"stage": "solve", "status": "failed", "io_error": True,
-                                     "error": f"I/O error ({type(exc).__name__}) committing the solve: {exc}"}
-    return record
-
-
-@_local_io
-def render_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, root: str, token: str, fingerprint: str,
-                specs: Sequence[ImageSpec], solve_record: dict[str, Any]) -> dict[str, Any]:
-    """Render and commit every image of ``point``; returns ``{"status", "n", ...}``."""
-    wd = WorkDir(root, token, fingerprint)
-    if not wd.owned():
-        return _point_info(point) | {"stage": "render", "status": "stale", "n": 0}
-    if wd.images_done(point):
-        return {"key": point.key, "status": "ok", "n": len(specs), "skipped": True}
-    if solve_record.get("status") in ("failed", "stale"):
-        return {"key": point.key, "status": "no-solve", "n": 0}
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
-        wd.check_owned()
-        rendered = backend.render(cfg, point, wd.result_path(point), specs)
-        wd.commit_images(point, specs, rendered)
-    except StaleTask:
-        return _point_info(point) | {"stage": "render", "status": "stale", "n": 0}
-    except Exception as exc:  # noqa: BLE001
-        kind = "I/O error " if isinstance(exc, OSError) else ""
-        fail = _point_info(point) | {"stage": "render", "status": "failed", "n": 0,
-                                     "error": f"{kind}{type(exc).__name__}: {exc}"}
-        with contextlib.suppress(StaleTask, OSError):
-            wd.record_failure(point, "render", fail)
-        return fail
-    return {"key": point.key, "status": "ok", "n": len(specs), "seconds": time.perf_counter() - t0,
-            "cpu_seconds": time.process_time() - c0}
-
-
-def sweep_task(backend: Backend, cfg: MoireuConfig, point: SolvePoint, direction: str, root: str, token: str,
-               fingerprint: str, prev: SolvePoint | None, frozen: bool = False, _after: Any = None) -> dict[str, Any]:
-    """One step of the sweep ``direction`` (``up``/``down`` in U): the lower of ``point``'s own state and
-    its solve started from the sweep state of ``prev``, the point before it in the sweep.
-
-    Sweeping the finished points up and down in U, each step keeping the lower of the state carried
-    in and the point's own, is the usual completion of a search among coexisting mean-field states:
-    a state found at one U (by any start) reaches every U of the grid where it stays the lowest, and
-    the result depends on the set of points only, never on the chains or the cluster. A ``frozen``
-    point (its images already made) only passes its own state on. The step commits a record
-    (``source`` ``own``/``carried``/``none``, the summary of the state it passes on; a carried state
-    in ``<key>.<token>.<direction>.hf``), never raises, and is skipped when its record exists.
-    """
-    wd = WorkDir(root, token, fingerprint)
-    if not wd.owned():
-        return _point_info(point) | {"stage": "sweep", "status": "stale"}
-    done = wd.sweep_record(point, direction)
-    if done is not None:
-        return done | {"skipped": True}
-    own = wd.solve_record(point)
-    own_ok = bool(own and own.get("converged") and wd.result_path(point).exists())
-    e_own = float(own["total_energy"]) if own_ok else math.inf
-    start = None
-    if prev is not None and not frozen:
-        pr = wd.sweep_record(prev, direction)
-        if pr is not None and pr.get("converged"):
-            start = wd.sweep_result_path(prev, direction) if pr["source"] == "carried" else wd.result_path(prev)
-    rec: dict[str, Any] = _point_info(point) | {"stage": "sweep", "direction": direction, "status": "ok"}
-    final = wd.sweep_result_path(point, direction)
-    tmp = final.with_name(f".{final.name}.new")  # a dot name: clean() removes it after a crash
-    try:
-        if start is not None and start.exists():
-            t0 = time.perf_counter()
-            try:
-                new = backend.solve_from(cfg, point, start, tmp)
-            except OSError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the point keeps its own state; reported
-                new, rec["error"] = None, f"{type(exc).__name__}: {exc}"
-            rec["seconds"] = time.perf_counter() - t0
-            if new is not None:
-                rec |= {"from_U": prev.U, "carried_energy": float(new["total_energy"]),
-                        "carried_converged": bool(new["converged"]), "carried_iterations": int(new["iterations"])}
-            if (new is not None and new["converged"] and math.isfinite(new["total_energy"])
-                    and is_lower(new["total_energy"], e_own)):  # the rule of moireu.hf.ground
-                wd.check_owned()
-                replace_path(tmp, final)
-                rec |= {k: _plain(new[k]) for k in SUMMARY_KEYS} | {"source": "carried"}
-        if "source" not in rec:
-            rec |= ({k: own[k] for k in SUMMARY_KEYS if k in own} | {"source": "own"} if own_ok
-                    else {"converged": False, "source": "none"})
-        wd.commit_sweep(point, direction, rec)
-    except StaleTask:
-        return _point_info(point) | {"stage": "sweep", "status": "stale"}
-    except OSError as exc:
-        return _point_info(point) | {"stage": "sweep", "status": "failed",
-                                     "error": f"I/O error ({type(exc).__name__}): {exc}"}
-    finally:
-        tmp.unlink(missing_ok=True)
-    return rec
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 # ------------------------------------------------------------------------------------------------
@@ -570,7 +361,7 @@ def _build(cfg: MoireuConfig, out: Path, *, scheduler: str | None, workers: int 
 
     # consolidate
     try:
-        samples = _consolidate(cfg, plan, wd, old, out, report, states_used or {})
+        samples = consolidate(cfg, plan, wd, old, out, report, states_used or {})
     except OSError as exc:
         raise BuildError(f"writing the store {str(out)!r} failed: {exc}; the previous store (if any) is "
                          f"untouched and the finished points are kept in {str(wd.root)!r} — fix the cause "
@@ -675,7 +466,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                 g = client.submit(render_task, backend, cfg, p, root, tok, fp, plan.specs, rec, pure=False,
                                   priority=1, key=f"render-{p.key}-{run_id}")
                 kinds[g] = ("render", p)
-    bar = _Progress(len(todo_s), len(todo_r) * len(plan.specs), enabled=progress)
+    bar = BuildProgress(len(todo_s), len(todo_r) * len(plan.specs), enabled=progress)
     with bar:
         for fut in as_completed(list(kinds)):
             kind, p = kinds[fut]
@@ -686,7 +477,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
                     raise BuildError(f"lost the dask cluster ({type(exc).__name__}: {exc}); nothing was "
                                      f"published — the finished points are kept in {str(wd.root)!r}, rerun the "
                                      "same command to resume") from None
-                res = _point_info(p) | {"stage": kind, "status": "failed", "n": 0,
+                res = point_info(p) | {"stage": kind, "status": "failed", "n": 0,
                                         "error": f"{type(exc).__name__}: {exc}"}
                 with contextlib.suppress(StaleTask, OSError):
                     wd.record_failure(p, kind, res)
@@ -713,7 +504,7 @@ def _run(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backe
 def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Backend, todo_render: set[SolvePoint],
            report: BuildReport, progress: bool) -> None:
     """Sweep every filling's solved points up and down in U (:func:`sweep_task`), then settle each point
-    to be rendered on the lowest of its own state and the two sweeps' (:func:`_settle`)."""
+    to be rendered on the lowest of its own state and the two sweeps' (:func:`moireu.data.consolidate.settle`)."""
     from dask.distributed import as_completed
 
     root, tok, fp = str(wd.root), wd.token, wd.fingerprint
@@ -731,7 +522,7 @@ def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Bac
                                   prev_f, pure=False, key=f"sweep-{direction}-{p.key}-{run_id}")
                 futs[f] = (direction, p)
                 prev, prev_f = p, f
-    with _Progress(n_run, 0, enabled=progress, label="HF sweeps") as bar:
+    with BuildProgress(n_run, 0, enabled=progress, label="HF sweeps") as bar:
         for fut in as_completed(list(futs)):
             direction, p = futs[fut]
             try:
@@ -750,7 +541,7 @@ def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Bac
             report.sweep_steps += 1
             if res.get("source") == "carried":
                 msg = (f"lower state carried in from U = {res['from_U']:g} "
-                       f"({1e3 * (res['total_energy'] - _own_energy(wd, p)):+.1f} meV)")
+                       f"({1e3 * (res['total_energy'] - own_energy(wd, p)):+.1f} meV)")
             elif "carried_energy" in res:
                 msg = "own state kept" + (f" (carried state {1e3 * (res['carried_energy'] - res['total_energy']):+.1f}"
                                           " meV)" if res.get("carried_converged") and res.get("converged")
@@ -760,53 +551,8 @@ def _sweep(client: Any, cfg: MoireuConfig, plan: Plan, wd: WorkDir, backend: Bac
                 msg = f"own state passed on ({res.get('error') or res.get('source', 'failed')})"
             bar.solve_done(f"sweep {direction} {p.key}: {msg}", res.get("status") != "ok",
                            failed=res.get("status") == "failed")
-    report.sweep_lowered += _settle(wd, [p for p in plan.points if p in todo_render])
+    report.sweep_lowered += settle(wd, [p for p in plan.points if p in todo_render])
 
-
-def _own_energy(wd: WorkDir, p: SolvePoint) -> float:
-    rec = wd.solve_record(p)
-    return float(rec["total_energy"]) if rec and rec.get("converged") else math.nan
-
-
-def _settle(wd: WorkDir, points: Sequence[SolvePoint]) -> int:
-    """Give each point the lowest converged state among its own and the two sweeps' (ties: its own);
-    its record gets ``swept`` (the states' energies) and, when a sweep's state won, that state's
-    summary, ``branch`` = the sweep and ``energy_margin`` to the next distinct state. Returns how many
-    points took a sweep's state. States within :data:`moireu.hf.ground.SAME_STATE_E` of each other are one state (:func:`moireu.hf.ground.is_lower`). Idempotent:
-    a settled record is left alone."""
-    lowered = 0
-    for p in points:
-        rec = wd.solve_record(p)
-        if rec is not None and "swept" in rec:
-            continue
-        own_ok = bool(rec and rec.get("converged") and wd.result_path(p).exists())
-        states = {"own": float(rec["total_energy"]) if own_ok else math.inf}
-        steps = {d: r for d in sc.SWEEPS if (r := wd.sweep_record(p, d)) is not None}  # read once
-        tried = [float(r["carried_energy"]) for r in steps.values() if r.get("carried_converged")]
-        states |= {d: float(r["total_energy"]) for d, r in steps.items()
-                   if r.get("source") == "carried" and wd.sweep_result_path(p, d).exists()}
-        if rec is None and len(states) == 1:
-            continue  # failed solve, nothing carried in: stays a failure
-        best = min(states, key=lambda k: (states[k], k != "own"))
-        if not is_lower(states[best], states["own"]):
-            best = "own"  # the same state (or a round-off tie)
-        e_best = states[best]
-        swept = {k: v for k, v in states.items() if math.isfinite(v)}
-        if best == "own":
-            new = dict(rec) | {"swept": swept}
-        else:
-            sr = steps[best]
-            tmp = wd.result_path(p).with_name(f".{wd.result_path(p).name}.settle")
-            shutil.copyfile(wd.sweep_result_path(p, best), tmp)
-            replace_path(tmp, wd.result_path(p))
-            others = [e - e_best for e in [*tried, *states.values()]
-                      if math.isfinite(e) and is_lower(e_best, e)]
-            new = (dict(rec or _point_info(p)) | {k: sr[k] for k in SUMMARY_KEYS if k in sr}
-                   | {"status": "ok", "branch": sc.BRANCH_CODES[sc.SWEEPS[best]],
-                      "energy_margin": min(others, default=math.nan), "swept": swept, "from_U": sr["from_U"]})
-            lowered += 1
-        wd.commit_solve(p, new)
-    return lowered
 
 
 def _branch_text(rec: dict[str, Any]) -> str:
@@ -817,149 +563,3 @@ def _branch_text(rec: dict[str, Any]) -> str:
     m = rec.get("energy_margin", math.nan)
     return f", branch {name}" + (f" (next state +{1e3 * m:.1f} meV)" if math.isfinite(m) else "")
 
-
-def _consolidate(cfg: MoireuConfig, plan: Plan, wd: WorkDir, old: Any, out: Path,
-                 report: BuildReport, states_used: dict[str, Any] | None = None) -> int:
-    """Write the store from the existing store + the work dir parts; fill failures into ``report``.
-
-    Returns the number of samples in the store (0, and nothing written, when no point has images).
-    """
-    parts = []
-    transform: dict[str, Any] | None = None
-    rendering: dict[str, Any] = {}
-    kx = ky = None
-    ldos: dict[tuple[str, float, float], np.ndarray] = {}
-    levels: np.ndarray | None = None
-    geometry: dict[str, np.ndarray] = {}
-    points = set(plan.points)
-    for p in wd.committed_points() if wd.root.is_dir() else []:
-        part = wd.load_images(p)
-        rec = wd.solve_record(p)
-        if part is None or rec is None:
-            continue
-        if kx is None:
-            kx, ky, transform, rendering = part["kx"], part["ky"], part["transform"], part["rendering"]
-        elif part["kx"].shape != kx.shape or not np.allclose(part["kx"], kx) or not np.allclose(part["ky"], ky):
-            raise RuntimeError(f"images of {p.key} are on another k grid than the others")
-        if "ldos" in part:
-            ldos[sc.point_key(p.split, p.U, p.filling)] = part["ldos"]
-            levels, geometry = part["bias_level"], part["geometry"]
-        parts.append((p, rec, part))
-        points.add(p)
-    new_keys = {sc.point_key(p.split, p.U, p.filling) for p, _, _ in parts}
-    cols = st.samples_from_parts(parts)
-    history: list[dict[str, Any]] = []
-    if old is not None:
-        keys = zip(old["split"].values.tolist(), old["U"].values.tolist(), old["filling"].values.tolist())
-        keep = np.array([sc.point_key(s, u, f) not in new_keys for s, u, f in keys], bool)
-        if keep.any():
-            cols = st.concat_columns(st.columns_from_store(old, keep), cols)
-        old_kx, old_ky = sc.values(old, "kx"), sc.values(old, "ky")
-        if kx is not None and (old_kx.shape != kx.shape or not np.allclose(old_kx, kx)
-                               or not np.allclose(old_ky, ky)):
-            raise RuntimeError("new images are on another k grid than the existing store's")
-        kx, ky = old_kx, old_ky
-        if transform is not None and transform != st.json_attr(old, "image_transform", transform):
-            raise RuntimeError("new images were made with another image transform than the existing store's")
-        transform = st.json_attr(old, "image_transform", transform)
-        rendering = st.json_attr(old, "rendering", rendering)
-        history = st.json_attr(old, "history", [])
-        old_ldos, old_levels, old_geom = st.ldos_from_store(old)
-        ldos = old_ldos | ldos
-        levels = levels if levels is not None else old_levels
-        geometry = geometry or old_geom
-    # failures and unconverged points (from the work dir records)
-    failures = wd.failures() if wd.root.is_dir() else []
-    report.failures = failures
-    records = [wd.solve_record(p) for p in sorted(points)] if wd.root.is_dir() else []
-    report.unconverged = [r for r in records if r is not None and r["status"] == "unconverged"]
-    if not parts and old is not None and not failures:
-        return int(old.sizes["sample"])  # nothing new: the store is already complete and current
-    if kx is None or not len(cols.get("U", ())):
-        return 0  # no point has images: nothing to publish (the report lists the failures)
-    prov = provenance()
-    history = history + [{"created": prov["created"], "git_commit": prov["git_commit"],
-                          "fingerprint": cfg.fingerprint(), "new_points": len(parts),
-                          "failures": len(failures)}]
-    attrs = {"config": cfg.to_json(), "moireu_version": prov["moireu_version"], "git_commit": prov["git_commit"],
-             "created": prov["created"], "image_transform": json.dumps(transform or {}, sort_keys=True),
-             "rendering": json.dumps(rendering, sort_keys=True),
-             "failures": json.dumps(failures), "history": json.dumps(history),
-             "states": json.dumps(states_used or {}, sort_keys=True)}
-    ds = st.dataset_from_columns(cols, kx, ky, attrs, ldos, levels, geometry)
-    st.write_store(ds, out)
-    return int(ds.sizes["sample"])
-
-
-class _Progress:
-    """Progress of a build on stderr: two rich bars (solves, images) with counts and ETA on a terminal;
-    one line per finished task (counts, elapsed, ETA) otherwise (log files, batch jobs)."""
-
-    def __init__(self, n_solves: int, n_images: int, enabled: bool = True, label: str = "HF solves") -> None:
-        self.enabled = enabled
-        self.label = label
-        self.n_solves, self.n_images = n_solves, n_images
-        self.done_s = self.done_i = 0
-        self.failed_s = self.failed_i = 0
-        self.t0 = time.perf_counter()
-        self._p = None
-        self._console = None
-        if enabled:
-            from rich.console import Console
-
-            self._console = Console(stderr=True)
-            if self._console.is_terminal:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeElapsedColumn, TimeRemainingColumn)
-
-                self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                                   console=self._console, transient=False)
-                self._ts = self._p.add_task(label, total=n_solves)
-                if n_images:
-                    self._ti = self._p.add_task("images   ", total=n_images)
-
-    def __enter__(self) -> "_Progress":
-        if self._p is not None:
-            self._p.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-    def _line(self, msg: str) -> None:
-        el = time.perf_counter() - self.t0
-        total = self.n_solves + self.n_images / 50.0  # images are ~50× cheaper than a solve
-        done = self.done_s + self.done_i / 50.0
-        eta = el * (total - done) / done if done > 0 else float("nan")
-        fmt = (lambda t: "--:--" if not np.isfinite(t) else f"{int(t) // 60:02d}:{int(t) % 60:02d}")
-        fs = f" ({self.failed_s} failed)" if self.failed_s else ""
-        fi = f" ({self.failed_i} failed)" if self.failed_i else ""
-        what = "solves" if self.label == "HF solves" else self.label
-        print(f"[{what} {self.done_s}/{self.n_solves}{fs}, images {self.done_i}/{self.n_images}{fi}] "
-              f"elapsed {fmt(el)}, ETA {fmt(eta)}  {msg}", file=sys.stderr, flush=True)
-
-    def _emit(self, msg: str, warn: bool) -> None:
-        if self._p is not None:
-            if warn:
-                self._p.console.print(f"[yellow]{msg}[/yellow]")
-        elif self.enabled:
-            self._line(msg)
-        elif warn:
-            print(msg, file=sys.stderr, flush=True)
-
-    def solve_done(self, msg: str, warn: bool, failed: bool = False) -> None:
-        self.done_s += 1
-        self.failed_s += failed
-        if self._p is not None:
-            self._p.advance(self._ts)
-        self._emit(msg, warn)
-
-    def images_done(self, n: int, msg: str, warn: bool, failed: bool = False) -> None:
-        """``n`` images finished — rendered, or (``failed``) given up: counted apart, never as done."""
-        self.done_i += n
-        self.failed_i += n if failed else 0
-        if self._p is not None:
-            self._p.advance(self._ti, n)
-        self._emit(msg, warn)

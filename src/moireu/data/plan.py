@@ -21,24 +21,22 @@ placed at the midpoints of the grid intervals across which the HF order paramete
 image — changes fastest (a moment onset, the growth of antiferromagnetic order). They are chosen from
 the solved grid only, never from the held-out points.
 
-Warm starts (issue 5): for each filling the grid and held-out ``U`` are merged, sorted and cut into
+Warm starts: for each filling the grid and held-out ``U`` are merged, sorted and cut into
 contiguous runs of at most ``dataset.chain_length`` points. When ``"warm"`` is a ground-state
 candidate, each solve of a run is handed its predecessor's density matrix; the runs depend on the
 configuration only — never on the number of workers — so the data of a build are the same on any
-cluster (issue 13).
+cluster.
 
 A warm start makes a point's state depend on its chain where several mean-field states coexist
-(measured on the demo preset: non-magnetic, antiferromagnetic, ferromagnetic and intermediate states
-within 20 meV per cell below U ≈ 4.5 eV; stores built with different seeds, hence different chains,
-held different states at the same U, and a network trained on one store missed by 0.1–0.5 eV on the
-other). So the default ``dataset.ground_state`` solves every point from cold starts only — the
+(non-magnetic, antiferromagnetic, ferromagnetic and intermediate states lie within 20 meV per cell below
+U ≈ 4.5 eV on the demo preset: docs/results-demo.md, "One state per U"). So the default ``dataset.ground_state`` solves every point from cold starts only — the
 configured seed, a ferromagnetic start and the non-magnetic branch — and keeps the lowest-energy
 solution (:mod:`moireu.hf.ground`): a point's state is then a function of its U alone, and stores of
 any U set agree. ``"warm"`` among the candidates adds the chain predecessor's state. The store records
 which start won (``hf_branch``) and by how much (``hf_energy_margin``). A state no candidate reaches at
 one U but some start found at another can be brought in by the optional sweeps in U after the solves
 (``dataset.sweep``, off by default because the states then depend on the store's set of U;
-:func:`moireu.data.build.sweep_task`).
+:func:`moireu.data.jobs.sweep_task`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ The orchestrator (:mod:`moireu.data.build`) only talks to a *backend* with two m
     several starts: :data:`moireu.data.schema.HF_GROUND_FIELDS`);
 ``solve_from(cfg, point, start, out) -> dict``
     one solve of ``point`` started from the result file ``start`` of another point (a step of the
-    sweeps in U that carry the lowest state found across the grid, :func:`moireu.data.build.sweep_task`);
+    sweeps in U that carry the lowest state found across the grid, :func:`moireu.data.jobs.sweep_task`);
     writes ``out`` and returns the summary (:data:`SUMMARY_KEYS`);
 ``render(cfg, point, result, specs) -> Rendered``
     load the result file and return the images of ``specs``: one fresh simulated acquisition per

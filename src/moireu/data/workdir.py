@@ -13,8 +13,8 @@ Every file is written to a temporary name in the same folder and renamed (atomic
 record is only written after the data it describes, so whatever a SIGKILL interrupts is simply
 redone by the next run.
 
-Build token and fingerprint (issue 13, defect 2)
--------------------------------------------------
+Build token and fingerprint
+---------------------------
 The *token* names one generation of the work directory: it is drawn when the directory is created
 and kept by every resume of it. Every file of a point carries it in its name and every record also
 carries the config's data fingerprint (:func:`moireu.data.store.data_fingerprint`). A task checks

@@ -12,7 +12,7 @@ non-magnetic state with a Hartree charge redistribution and a weakly magnetic on
 :func:`ground_state` solves the point from the *candidate* starts of :data:`CANDIDATES` and keeps the
 converged solution of lowest total energy (the usual practice of comparing HF solutions from
 several initial conditions; a dataset build can also sweep its points up and down in U and keep the
-lower state, ``dataset.sweep``, :func:`moireu.data.build.sweep_task`):
+lower state, ``dataset.sweep``, :func:`moireu.data.jobs.sweep_task`):
 
 ``warm``
     the warm start given (a chain predecessor, or two for the linear extrapolation in U);
@@ -23,8 +23,7 @@ lower state, ``dataset.sweep``, :func:`moireu.data.build.sweep_task`):
     spin-symmetric under the mean-field map, so this finds the non-magnetic solution in the basin of
     the start. The start is ``nonmagnetic_start`` — best the U = 0 solution
     (:func:`nonmagnetic_anchor`), which makes this candidate the non-magnetic branch a sweep up from
-    U = 0 follows (measured on the demo preset: 9–12 iterations from U = 0 to any U in 0.64–6 eV) —
-    else the spin average of the warm start, else of the ``seed`` solution (measured: from a
+    U = 0 follows — else the spin average of the warm start, else of the ``seed`` solution (from a
     magnetic state's average the solve can stall near the TB reference instead). Skipped when a
     converged candidate is already non-magnetic;
 ``reference``

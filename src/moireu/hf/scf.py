@@ -64,9 +64,8 @@ class SCFOptions:
     single_precision_until : eigensolves run in single precision (≈ 3× faster) while the residual
         of the previous iteration exceeds this; the first and the last iterations, and every
         convergence decision, are in double precision (0 disables). Default 1e-5, a decade above
-        the usual tolerance: measured on the paper preset, warm U = 3 eV from 2.5 eV, the residuals
-        of the single-precision iterations follow the double-precision ones down to 1e-5 and the
-        solve took 16 iterations either way, 127 s instead of 179 s with the switch at 1e-3
+        the usual tolerance, where the single-precision residuals still follow the double-precision
+        ones (timing in benchmarks/README.md, "HF chain")
     """
 
     init: str = "afm"

@@ -191,8 +191,6 @@ def random_split(n: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     return tuple(np.sort(p).astype(np.int64) for p in parts)  # type: ignore[return-value]
 
 
-#: named split modes of :func:`split_indices`
-SPLIT_MODES = ("variation", "paper")
 #: parts of a split, in order
 SPLIT_PARTS = ("train", "val", "cal", "test")
 # stream id of the split in the seed sequence (other streams: member seeds, augmentation)
@@ -237,12 +235,19 @@ def split_indices(mode: str, n: int, variation: np.ndarray | None = None, seed: 
     InputError
         Unknown mode, bad fractions, missing variation ids, or too few ids for four parts.
     """
-    if mode not in SPLIT_MODES:
+    if mode not in SPLITS:
         raise InputError(f"split mode must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
-    n = int(n)
-    if mode == "paper":
-        tr, va, te = random_split(n, PAPER_FRACTIONS, seed=PAPER_SEED)
-        return {"train": tr, "val": va, "cal": va.copy(), "test": te}
+    return SPLITS[mode](int(n), variation, int(seed), fractions)
+
+
+def _paper_split(n: int, variation: np.ndarray | None, seed: int, fractions: tuple) -> dict[str, np.ndarray]:
+    """The reference split of :func:`split_indices` (``mode="paper"``)."""
+    tr, va, te = random_split(n, PAPER_FRACTIONS, seed=PAPER_SEED)
+    return {"train": tr, "val": va, "cal": va.copy(), "test": te}
+
+
+def _variation_split(n: int, variation: np.ndarray | None, seed: int, fractions: tuple) -> dict[str, np.ndarray]:
+    """The leak-free split by acquisition of :func:`split_indices` (``mode="variation"``)."""
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 4 or min(fr) <= 0 or not np.isclose(sum(fr), 1.0):
         raise InputError(f"split fractions (train, val, cal, test) must be 4 positive numbers summing to 1, got {fractions}")
@@ -266,6 +271,12 @@ def split_indices(mode: str, n: int, variation: np.ndarray | None = None, seed: 
     parts = {"val": ids[cuts[0]:cuts[1]], "cal": ids[cuts[1]:cuts[2]], "test": ids[cuts[2]:cuts[3]],
              "train": ids[cuts[3]:]}
     return {k: np.flatnonzero(np.isin(var, parts[k])).astype(np.int64) for k in SPLIT_PARTS}
+
+
+#: the split modes of :func:`split_indices` (``train.split``), each a function
+#: ``(n, variation, seed, fractions) → {train, val, cal, test}``
+SPLITS = {"variation": _variation_split, "paper": _paper_split}
+SPLIT_MODES = tuple(SPLITS)
 
 
 class Preprocess(nn.Module):

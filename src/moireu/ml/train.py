@@ -122,13 +122,23 @@ def resolve_recipe(tc: Any) -> Recipe:
     kw: dict[str, Any] = {}
     if tc.width and "width" in params:
         kw["width"] = tc.width
-    if tc.recipe == "paper":
-        return Recipe(name="paper", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=32, lr=1e-3,
-                      weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="none",
-                      standardise_inputs=True, standardise_targets=False, clamp_min=0.0, augment="clean",
-                      ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage,
-                      skip_ridge_alpha=0.0, schedule="epoch", lr_min=1e-6, split="paper",
-                      pretrained_weights=tc.pretrained_weights)
+    if tc.recipe not in _RECIPE_BUILDERS:
+        raise InputError(f"train.recipe must be one of {', '.join(_RECIPE_BUILDERS)}, got {tc.recipe!r}")
+    return _RECIPE_BUILDERS[tc.recipe](tc, spec, kw)
+
+
+def _paper_recipe(tc: Any, spec: Any, kw: dict[str, Any]) -> Recipe:
+    """Everything the reference fixed (see :func:`resolve_recipe`); ``kw``: the model's arguments."""
+    return Recipe(name="paper", model=tc.model, model_kwargs=kw, epochs=tc.epochs, batch_size=32, lr=1e-3,
+                  weight_decay=1e-4, patience=10, grad_clip=1.0, loss="mse", per_image="none",
+                  standardise_inputs=True, standardise_targets=False, clamp_min=0.0, augment="clean",
+                  ensemble=1, input_size=0, retrain_full=tc.retrain_full, coverage=tc.coverage,
+                  skip_ridge_alpha=0.0, schedule="epoch", lr_min=1e-6, split="paper",
+                  pretrained_weights=tc.pretrained_weights)
+
+
+def _ours_recipe(tc: Any, spec: Any, kw: dict[str, Any]) -> Recipe:
+    """Our recipe from the config (see :func:`resolve_recipe`); ``kw``: the model's arguments so far."""
     width = int(kw.get("width", spec.defaults.get("width", 0)))
     kw["dropout"] = tc.dropout
     skip_alpha = 0.0
@@ -145,6 +155,11 @@ def resolve_recipe(tc: Any) -> Recipe:
                   clamp_min=None, augment=tc.augment, ensemble=tc.ensemble, input_size=tc.input_size,
                   retrain_full=tc.retrain_full, coverage=tc.coverage, skip_ridge_alpha=skip_alpha,
                   schedule="batch", lr_min=None, split=tc.split, pretrained_weights=tc.pretrained_weights)
+
+
+#: the training recipes by name (moireu.ml.models.RECIPES), each ``(train config, model spec, model kwargs)
+#: → Recipe``
+_RECIPE_BUILDERS = {"ours": _ours_recipe, "paper": _paper_recipe}
 
 
 def ridge_readout(x: torch.Tensor, y: torch.Tensor, alpha: float, eps: float = 1e-6,
