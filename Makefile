@@ -14,6 +14,9 @@ PAPER_OUT ?= runs/paper
 PAPER_ARGS ?=
 # the blind store of our networks at i = 9 (another dataset seed: new crops, 6 new held-out U)
 PAPER_BLIND ?= --blind-seed 1598071192 --blind-u 6
+# the reference networks' seeds (30–60 min per network and seed on 2 CPU cores; the kept ones are restored):
+# more with PAPER_REPRO="--repro-seeds 0,1,2"
+PAPER_REPRO ?= --repro-seeds 0
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,7 +31,7 @@ demo: $(STAMP)
 	$(BIN)/moireu demo --out runs/demo
 
 paper: $(STAMP)
-	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_BLIND) $(PAPER_ARGS)
+	$(BIN)/moireu paper --out $(PAPER_OUT) $(PAPER_BLIND) $(PAPER_REPRO) $(PAPER_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs

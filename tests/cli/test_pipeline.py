@@ -122,6 +122,19 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
     runs = cmds["analysis paper"][cmds["analysis paper"].index("--runs") + 1:]
     assert [Path(r).name for r in runs] == ["cnn_paper_s0"]
     assert calls.index("paper images") == calls.index("train repro resnet18_paper seed 0") - 1
+    # the reference networks on fewer seeds than ours (each costs 30–60 min on a CPU)
+    calls.clear(), skipped.clear(), cmds.clear()
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0,1", "--repro-seeds", "1",
+                                 "--out", str(tmp_path / "run5"), "--keep", str(tmp_path / "kept"),
+                                 "--doc", str(tmp_path / "doc.md")])
+    assert r.exit_code == 0, r.output
+    trained = [c for c in calls if c.startswith("train")]
+    assert trained == ["train ours cnn seed 0", "train ours cnn seed 1", "train repro resnet18_paper seed 1",
+                       "train repro cnn_paper seed 1"]
+    runs = cmds["analysis paper"][cmds["analysis paper"].index("--runs") + 1:]
+    assert [Path(r).name for r in runs] == ["cnn_paper_s1"]
+    r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--repro-seeds", "x", "--out", str(tmp_path / "r6")])
+    assert "--repro-seeds must be comma-separated integers" in str(r.exception)  # exit 2 through moireu.cli.main
     # ours alone: no reference images, no reference networks
     calls.clear(), skipped.clear()
     r = CliRunner().invoke(app, ["paper", "--preset", "demo", "--seeds", "0", "--out", str(tmp_path / "run3"),

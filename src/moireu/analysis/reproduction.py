@@ -223,7 +223,12 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
           "- Split: the reference split is random over all grid images (crops of one HF state land in train and "
           "test); ours keeps acquisition groups apart.",
           "- ResNet-18: the reference starts from ImageNet weights; no run here had them "
-          "(`train.pretrained_weights` loads them when a file is available).",
+          "(`train.pretrained_weights` loads them when a file is available). The reference pipeline's "
+          "Grad-CAM / guided backprop look at `cnn_paper`: the ResNet-18's 51 MB of weights are not kept, so a "
+          "fresh clone would otherwise train it again just to be looked at.",
+          f"- Data: the same HF states, held-out U and crops; ours sees {ds.get('n_offsets', '?')} acquisitions "
+          f"per (U, bias) on every ladder rung, the reference {ds.get('paper_n_offsets') or ds.get('n_offsets', '?')} "
+          "(the first of ours) on its 0.5 eV grid.",
           "", "## Figures", ""]
     img_dir.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
@@ -253,8 +258,10 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
             old_fig.unlink()
     L += ["## Commands of this run", "", "```"] + [f"{s.get('command')}" for s in res["stages"]] + ["```", "",
           "## How to run it", "",
-          "`make paper` (= `moireu paper --out runs/paper --blind-seed 1598071192 --blind-u 6`: the paper preset, "
-          "i = 9, seeds 0, 1, 2) runs every stage above and rewrites this file. Every finished stage's small "
+          "`make paper` (= `moireu paper --out runs/paper --blind-seed 1598071192 --blind-u 6 --repro-seeds 0`: "
+          "the paper preset, i = 9, our networks with seeds 0, 1, 2, the reference networks with seed 0; more "
+          "with `PAPER_REPRO=\"--repro-seeds 0,1,2\"`, 30–60 min per network and seed on 2 CPU cores) runs every "
+          "stage above and rewrites this file. Every finished stage's small "
           "result is kept in `results/paper` (committed, with its key and checksums); a rerun, on a fresh clone "
           "too, restores those instead of running them, builds a store only when a stage left to run reads it, "
           "and resumes the rest (the dataset point by point, training epoch by epoch). `PAPER_ARGS` passes "

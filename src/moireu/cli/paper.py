@@ -33,6 +33,8 @@ def paper_cmd(
     set_: Optional[List[str]] = SetOpt,
     out: Path = typer.Option(Path("runs/paper"), "--out", "-o", help="run directory"),
     seeds: str = typer.Option("0,1,2", "--seeds", help="training seeds (comma-separated) for the ± columns"),
+    repro_seeds: Optional[str] = typer.Option(None, "--repro-seeds", help="seeds of the reference networks "
+                                              "(default: --seeds); each costs 30–60 min per network on a CPU"),
     ours: str = typer.Option("cnn", "--ours", help="our model variants (comma-separated registry names)"),
     doc: Path = typer.Option(Path("docs/paper-reproduction.md"), "--doc", help="the Markdown document to write"),
     workers: int = typer.Option(1, "--workers", "-w", help="processes for the paper images"),
@@ -51,12 +53,8 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     from moireu.analysis.reproduction import write_doc
     from moireu.ml.models import available_models, model_spec
 
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise InputError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
-    if not seed_list or min(seed_list) < 0:
-        raise InputError(f"--seeds needs one or more integers ≥ 0, got {seeds!r}")
+    seed_list = _seeds("--seeds", seeds)
+    repro_list = seed_list if repro_seeds is None else _seeds("--repro-seeds", repro_seeds)
     ours_list = [m.strip() for m in ours.split(",") if m.strip()]
     for m in ours_list:
         if model_spec(m).recipe != "ours":
@@ -85,8 +83,10 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     if reproduction:
         # ResNet-18 first: twice the CNN's images per second on a CPU (docs/performance.md)
         jobs += [("repro", m, pdata, ["--recipe", "paper"]) for m in ("resnet18_paper", "cnn_paper")]
-    for s in seed_list:
+    for s in sorted(set(seed_list) | set(repro_list), key=(seed_list + repro_list).index):
         for sub, m, store, extra in jobs:
+            if s not in (repro_list if sub == "repro" else seed_list):
+                continue
             run = out / sub / f"{m}_s{s}"
             rel = f"{sub}/{m}_s{s}"
             view = ref if sub == "repro" else None
@@ -110,7 +110,8 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
         # interpretability on the first seed of every model whose weights are kept: of the reference pair
         # the CNN (1.3 MB), not the ResNet-18 (51 MB, above what is kept), which would otherwise be trained
         # again (half an hour on a CPU) on every fresh clone just to be looked at
-        first = [r for r in runs[k] if r.name.endswith(f"_s{seed_list[0]}") and not r.name.startswith("resnet18")]
+        s0 = (repro_list if k == "paper" else seed_list)[0]
+        first = [r for r in runs[k] if r.name.endswith(f"_s{s0}") and not r.name.startswith("resnet18")]
         later.append(dict(name=f"analysis {k}", marker=adir / "analysis.json", keep=(f"analysis_{k}",), store=store,
                           config=ref if k == "paper" else None,
                           uses=tuple(f"{r.relative_to(out).as_posix()}/checkpoint.pt" for r in first),
@@ -168,6 +169,16 @@ blind_seed: Optional[int] = typer.Option(None, "--blind-seed", help="also evalua
     reused = sum(1 for e in p.log if e.get("reused"))
     info(f"[paper] finished in {p.minutes:.1f} min ({reused} stage(s) reused from {src}); wrote {doc} and "
          f"{src / 'reproduction.json'}")
+
+
+def _seeds(option: str, text: str) -> list[int]:
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not out or min(out) < 0:
+        raise InputError(f"{option} needs one or more integers ≥ 0, got {text!r}")
+    return out
 
 
 def reference_view(conf: dict) -> dict:
