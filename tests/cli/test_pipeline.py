@@ -117,8 +117,7 @@ def test_paper_builds_no_store_when_every_stage_is_kept(tmp_path, monkeypatch):
                                  "--keep", str(tmp_path / "kept"), "--doc", str(tmp_path / "doc.md")])
     assert r.exit_code == 0, r.output
     assert calls[:2] == ["dataset", "train ours cnn seed 0"] and not skipped
-    # the reference's analysis looks at its CNN (weights kept), not the ResNet-18 (51 MB, not kept: it would be
-    # retrained on every fresh clone just to be looked at)
+    # the reference's analysis looks at its CNN alone (neither reference checkpoint is kept: one to retrain, not two)
     runs = cmds["analysis paper"][cmds["analysis paper"].index("--runs") + 1:]
     assert [Path(r).name for r in runs] == ["cnn_paper_s0"]
     assert calls.index("paper images") == calls.index("train repro resnet18_paper seed 0") - 1

@@ -224,8 +224,8 @@ def write_doc(run_dir: str | Path, doc: str | Path, img_dir: str | Path | None =
           "test); ours keeps acquisition groups apart.",
           "- ResNet-18: the reference starts from ImageNet weights; no run here had them "
           "(`train.pretrained_weights` loads them when a file is available). The reference pipeline's "
-          "Grad-CAM / guided backprop look at `cnn_paper`: the ResNet-18's 51 MB of weights are not kept, so a "
-          "fresh clone would otherwise train it again just to be looked at.",
+          "Grad-CAM / guided backprop look at `cnn_paper` only: neither reference checkpoint is small enough "
+          "to keep (9.5 and 51 MB), so an analysis that must run again needs one network retrained, not two.",
           f"- Data: the same HF states, held-out U and crops; ours sees {ds.get('n_offsets', '?')} acquisitions "
           f"per (U, bias) on every ladder rung, the reference {ds.get('paper_n_offsets') or ds.get('n_offsets', '?')} "
           "(the first of ours) on its 0.5 eV grid.",
