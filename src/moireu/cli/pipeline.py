@@ -151,6 +151,7 @@ class Pipeline:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         self.log: list[dict] = []
         self.on_stage = on_stage
+        self._keys: dict[str, str] | None = None  # RUN/.stage-keys.json (see _made_with)
         self.t0 = time.perf_counter()
 
     @property
@@ -253,13 +254,15 @@ class Pipeline:
         from moireu.provenance import write_json_atomic
 
         path = self.out / ".stage-keys.json"
-        try:
-            keys = json.loads(path.read_text()) if path.is_file() else {}
-        except (OSError, json.JSONDecodeError):
-            keys = {}
+        if self._keys is None:  # read once: only this pipeline writes the file while it runs
+            try:
+                self._keys = json.loads(path.read_text()) if path.is_file() else {}
+            except (OSError, json.JSONDecodeError):
+                self._keys = {}
         if key is not None:
-            write_json_atomic(path, keys | {name: key})
-        return keys.get(name)
+            self._keys[name] = key
+            write_json_atomic(path, self._keys)
+        return self._keys.get(name)
 
     def skip(self, name: str, why: str) -> None:
         """Record a stage that is not needed (e.g. the dataset when every later stage is reused)."""

@@ -139,7 +139,6 @@ def _paper_recipe(tc: Any, spec: Any, kw: dict[str, Any]) -> Recipe:
 
 def _ours_recipe(tc: Any, spec: Any, kw: dict[str, Any]) -> Recipe:
     """Our recipe from the config (see :func:`resolve_recipe`); ``kw``: the model's arguments so far."""
-    width = int(kw.get("width", spec.defaults.get("width", 0)))
     kw["dropout"] = tc.dropout
     skip_alpha = 0.0
     if spec.builder is ConvNet:
