@@ -146,10 +146,58 @@ def test_sweeps_carry_the_lowest_state_and_stop_when_nothing_changes(tmp_path, m
     # a further sweep repeats no step: every rung was tried from its neighbours' final states
     again = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False)
     assert again.sweep_steps == again.cold_run == again.extras_run == 0
-    # --resweep: every step re-run from the stored states (2 × 8 on 9 rungs), nothing changes, converged again
+    # --resweep: every step re-run from the stored states (2 × 8 on 9 rungs, and the 6 rungs beside the 3
+    # off-ladder points from their states), nothing changes, converged again
     re = build_states(cfg, path, workers=2, extras=[1.3, 2.2, 3.7], processes=False, progress=False, resweep=True)
-    assert re.sweep_steps == 16 and re.sweep_lowered == 0 and re.converged and re.extras_run == 0
+    assert re.sweep_steps == 16 + 6 and re.sweep_lowered == 0 and re.converged and re.extras_run == 0
     assert {p.U: p.record["state"] for p in States.load(path).points()} == state
+
+
+def _E_c(state, U):
+    return 0.0 if state == "A" else 1e-3 * (4.0 * (U - 3.2) ** 2 - 1.0)
+
+
+def fake_task_c(cfg, U, filling, candidates, starts, ldos_below, every):
+    """State A everywhere; C lower for |U − 3.2| < 0.5, reached cold only at U = 3.2 and from a C start only
+    across |U − 3.2| ≤ 0.35 — shorter than the ladder's 0.5 eV step from any rung holding C to the next."""
+    found = {}
+    if candidates:
+        found["seed"] = "C" if abs(U - 3.2) < 1e-9 else "A"
+    for branch, res in starts:
+        found[branch] = "C" if res.occupations[0, 0] > 0.515 and abs(U - 3.2) <= 0.35 else "A"
+    e = {k: _E_c(s, U) for k, s in found.items()}
+    best = min(e, key=lambda k: (e[k], list(e).index(k)))
+    point = None
+    if e[best] < ldos_below:
+        sc = {k: 0.0 for k in ("kT", "fermi_level", "homo", "lumo", "gap", "staggered_moment", "total_moment",
+                               "charge_spread", "residual", "seconds", "iterations", "max_moment")}
+        sc |= {"U": U, "filling": filling, "total_energy": e[best], "energy_margin": math.nan, "from_U": math.nan}
+        point = Point("ladder", U, filling, best, np.full((28, 2), 0.52 if found[best] == "C" else 0.5),
+                      np.zeros((2, 5)), np.zeros((3, 2, 28)), sc, record={"converged": True, "state": found[best]})
+    return {"point": point, "energy": e[best], "candidates": {k: {"state": s} for k, s in found.items()},
+            "seconds": 1.0, "cpu_seconds": 1.0}
+
+
+def test_a_state_found_off_the_ladder_goes_back_onto_the_rungs_beside_it(tmp_path, monkeypatch):
+    """A lower state that no cold start reaches on the ladder and no ladder sweep carries (its basin is narrower
+    than a ladder step) but that an off-ladder point found: the rungs beside that point take it, the sweeps and
+    the off-ladder points are settled again, and a rerun repeats nothing."""
+    monkeypatch.setattr(ladder, "_task", fake_task_c)
+    cfg = tiny("states.U_max=4.0", "states.U_step=0.5")
+    path = tmp_path / "c.states.nc"
+    rep = build_states(cfg, path, workers=2, extras=[3.2, 3.1, 2.7], processes=False, progress=False)
+    st = States.load(path)
+    state = {p.U: p.record["state"] for p in st.points()}
+    assert rep.converged and {U for U, s in state.items() if s == "C"} == {3.0, 3.1, 3.2, 3.5}
+    # 3.5 takes C from the off-ladder 3.2 below it; 3.0 (whose nearest off-ladder point, 3.1, held A when it was
+    # solved from the rungs' first states) then from the sweep down from 3.5; 3.1 is solved again from them
+    assert (st.get(3.5).branch, st.get(3.5).scalars["from_U"]) == ("sweep_up", 3.2)
+    assert (st.get(3.0).branch, st.get(3.0).scalars["from_U"]) == ("sweep_down", 3.5)
+    assert st.get(3.1).branch in ("from_below", "from_above")
+    assert state[2.5] == "A" and state[2.7] == "A"  # 0.5 / 0.3 eV from 3.2: outside C's basin
+    assert st.attrs["sweeps"]["converged"]
+    again = build_states(cfg, path, workers=2, extras=[3.2, 3.1, 2.7], processes=False, progress=False)
+    assert again.sweep_steps == again.cold_run == again.extras_run == 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -198,6 +246,18 @@ def test_shipped_states_are_intact_and_of_their_preset(preset):
     assert st.rungs_done(), "no rung stored"
     for p in st.points():
         assert p.converged and math.isfinite(p.total_energy)
+
+
+def test_the_shipped_demo_states_hold_every_u_of_the_demo_store():
+    """`make demo` renders its store without HF: every grid U of the preset (the ladder's and the extra ones at
+    the transitions) and every held-out U of its seed is a stored point."""
+    from moireu.data.plan import heldout_values
+    from moireu.data.schema import U_DECIMALS
+
+    cfg = load_config("demo")
+    stored = {round(p.U, U_DECIMALS) for p in States.load(shipped_states_path("demo")).points()}
+    wanted = {round(float(u), U_DECIMALS) for u in (*cfg.dataset.U_values, *heldout_values(cfg))}
+    assert wanted <= stored, sorted(wanted - stored)
 
 
 def test_a_start_stopped_unconverged_below_the_kept_state_is_reported():
